@@ -1,1 +1,3 @@
-pub fn placeholder() {}
+//! Muster's placement core (layer 2): pure, synchronous, deterministic.
+pub mod gpu_choice;
+pub mod model;

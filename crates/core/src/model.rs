@@ -1,0 +1,197 @@
+//! The snapshot the core plans over: nodes, placed pods, pending gangs. Plain data, no I/O.
+
+use muster_api::LinkMatrix;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Requests or capacity of the resources the core accounts for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pods: u32,
+    pub gpus: u32,
+}
+
+impl Resources {
+    pub fn new(cpu_millis: u64, memory_bytes: u64, gpus: u32) -> Resources {
+        Resources {
+            cpu_millis,
+            memory_bytes,
+            pods: 1,
+            gpus,
+        }
+    }
+}
+
+/// A namespaced gang (pod group) name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GangKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl GangKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> GangKey {
+        GangKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for GangKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A pod's identity (the scheduler uses the pod UID; the simulator `job/index`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PodId(pub String);
+
+impl fmt::Display for PodId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    pub effect: TaintEffect,
+}
+
+/// A pod toleration; `value: None` means operator `Exists`, `effect: None` any effect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Toleration {
+    /// `None` with `value: None` tolerates every taint.
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.is_some_and(|e| e != taint.effect) {
+            return false;
+        }
+        match (&self.key, &self.value) {
+            (None, _) => true,
+            (Some(k), None) => *k == taint.key,
+            (Some(k), Some(v)) => *k == taint.key && *v == taint.value,
+        }
+    }
+}
+
+/// One required label condition (nodeSelector entries and required node affinity).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LabelRequirement {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl LabelRequirement {
+    pub fn equals(key: impl Into<String>, value: impl Into<String>) -> LabelRequirement {
+        LabelRequirement::In(key.into(), vec![value.into()])
+    }
+
+    pub fn matches(&self, labels: &[(String, String)]) -> bool {
+        let get = |k: &str| labels.iter().find(|(lk, _)| lk == k).map(|(_, v)| v);
+        match self {
+            LabelRequirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
+            LabelRequirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
+            LabelRequirement::Exists(k) => get(k).is_some(),
+            LabelRequirement::DoesNotExist(k) => get(k).is_none(),
+        }
+    }
+}
+
+impl fmt::Display for LabelRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabelRequirement::In(k, vs) if vs.len() == 1 => write!(f, "{k}={}", vs[0]),
+            LabelRequirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(",")),
+            LabelRequirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(",")),
+            LabelRequirement::Exists(k) => write!(f, "{k}"),
+            LabelRequirement::DoesNotExist(k) => write!(f, "!{k}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// Stable identity (NVML UUID) the device plugin hands to containers.
+    pub id: String,
+    pub model: String,
+    pub memory_mib: u64,
+    pub healthy: bool,
+}
+
+/// A node as the core sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub allocatable: Resources,
+    pub labels: Vec<(String, String)>,
+    pub taints: Vec<Taint>,
+    /// Ready and schedulable (not cordoned).
+    pub schedulable: bool,
+    /// GPUs by index; `gpus.len()` may exceed `allocatable.gpus` only if some are reserved
+    /// elsewhere; the core never uses more than `allocatable.gpus`.
+    pub gpus: Vec<GpuInfo>,
+    /// Pairwise links of `gpus`; `None` when unknown (treated as uniform PCIe `SYS`).
+    pub topology: Option<LinkMatrix>,
+    /// NVLink domain / clique or rack: gangs spanning nodes prefer one domain.
+    pub domain: Option<String>,
+}
+
+/// A pod that holds resources on a node (running, or bound and starting).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlacedPod {
+    pub id: PodId,
+    pub gang: GangKey,
+    pub node: String,
+    pub resources: Resources,
+    /// GPU indices on `node`.
+    pub gpus: Vec<u32>,
+    pub priority: i32,
+    /// When it started (seconds, caller's clock); newer victims lose less work.
+    pub started_at: u64,
+    /// `preemptionPolicy`-style opt-out and system pods: never a victim when false.
+    pub preemptible: bool,
+}
+
+/// A pending member of a gang.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodRequest {
+    pub id: PodId,
+    pub resources: Resources,
+    pub selector: Vec<LabelRequirement>,
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A gang waiting to be placed: all of `min_member` (counting members already placed) or nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gang {
+    pub key: GangKey,
+    pub queue: String,
+    pub priority: i32,
+    /// Creation time (seconds, caller's clock): older first among equal priority.
+    pub created_at: u64,
+    pub min_member: u32,
+    /// Members not yet placed.
+    pub pending: Vec<PodRequest>,
+    /// May this gang evict lower-priority gangs (`preemptionPolicy: Never` says no)?
+    pub can_preempt: bool,
+}

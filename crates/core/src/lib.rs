@@ -1,3 +1,23 @@
 //! Muster's placement core (layer 2): pure, synchronous, deterministic.
+//!
+//! A [`Cluster`] holds nodes, the pods placed on them and what is free; [`Cluster::plan`] takes
+//! the pending gangs and returns a [`Plan`]: placements (whole gangs, topology-aware GPU
+//! choice), preemptions (whole lower-priority victim gangs) and reasons for every gang that
+//! waits. No I/O, no async, no clock: time is an input.
+
+pub mod cluster;
+pub mod explain;
 pub mod gpu_choice;
 pub mod model;
+mod placement;
+pub mod planner;
+mod preemption;
+
+pub use cluster::{Cluster, ClusterError};
+pub use explain::WaitReason;
+pub use model::{
+    Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId, PodRequest, Resources, Taint, TaintEffect,
+    Toleration,
+};
+pub use placement::Assignment;
+pub use planner::{GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};

@@ -170,6 +170,9 @@ pub struct PlacedPod {
     pub started_at: u64,
     /// `preemptionPolicy`-style opt-out and system pods: never a victim when false.
     pub preemptible: bool,
+    /// Being deleted (e.g. already preempted): still holds resources, but a preemptor may
+    /// count on them and must not evict anyone else to get them.
+    pub terminating: bool,
 }
 
 /// A pending member of a gang.
@@ -194,4 +197,67 @@ pub struct Gang {
     pub pending: Vec<PodRequest>,
     /// May this gang evict lower-priority gangs (`preemptionPolicy: Never` says no)?
     pub can_preempt: bool,
+}
+
+impl NodeInfo {
+    /// A schedulable node built from a machine fixture (GPUs, links, clique as domain).
+    pub fn from_machine(name: &str, machine: &muster_api::machines::MachineSpec) -> NodeInfo {
+        let spec = machine.for_node(name);
+        NodeInfo {
+            name: name.to_string(),
+            allocatable: Resources {
+                cpu_millis: 16_000 * spec.gpus.len().max(1) as u64,
+                memory_bytes: (128u64 << 30) * spec.gpus.len().max(1) as u64,
+                pods: 110,
+                gpus: spec.gpus.len() as u32,
+            },
+            labels: vec![
+                (muster_api::names::gfd::PRODUCT.to_string(), spec.product.clone()),
+                (muster_api::names::LABEL_TOPOLOGY_FIXTURE.to_string(), spec.name.clone()),
+            ],
+            taints: Vec::new(),
+            schedulable: true,
+            gpus: spec
+                .gpus
+                .iter()
+                .map(|g| GpuInfo {
+                    id: g.uuid.clone(),
+                    model: spec.model.clone(),
+                    memory_mib: spec.memory_mib,
+                    healthy: true,
+                })
+                .collect(),
+            topology: Some(spec.topology.clone()),
+            domain: spec.clique.clone(),
+        }
+    }
+}
+
+impl PodRequest {
+    /// A member asking `gpus` GPUs with modest CPU and memory, no constraints.
+    pub fn gpus(id: impl Into<String>, gpus: u32) -> PodRequest {
+        PodRequest {
+            id: PodId(id.into()),
+            resources: Resources::new(4_000, 16 << 30, gpus),
+            selector: Vec::new(),
+            tolerations: Vec::new(),
+        }
+    }
+}
+
+impl Gang {
+    /// A gang of `pods` members of `gpus` GPUs each, all required.
+    pub fn uniform(namespace: &str, name: &str, pods: u32, gpus: u32, priority: i32, created_at: u64) -> Gang {
+        Gang {
+            key: GangKey::new(namespace, name),
+            queue: "default".into(),
+            priority,
+            created_at,
+            min_member: pods,
+            pending: (0..pods)
+                .map(|i| PodRequest::gpus(format!("{namespace}/{name}-{i}"), gpus))
+                .collect(),
+            can_preempt: true,
+        }
+    }
 }

@@ -1,0 +1,330 @@
+//! Placing one gang's members onto a working copy of free capacity, all or nothing.
+//!
+//! Members are grouped into shapes (identical requests and constraints). For each shape the
+//! nodes that could take it are scanned once; a gang spanning nodes stays inside one NVLink
+//! domain / rack when one can hold it, uses as few nodes as possible, and fills nodes best-fit
+//! so that whole free nodes stay whole for the next big gang.
+
+use crate::cluster::{Cluster, NodeFree};
+use crate::model::{LabelRequirement, PodId, PodRequest, Resources, TaintEffect, Toleration};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where one member goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub pod: PodId,
+    pub node: String,
+    /// GPU indices on `node`, ascending.
+    pub gpus: Vec<u32>,
+}
+
+/// Nodes that pass a shape's static filters (schedulable, selector, taints), with counts of
+/// the rest by reason, for explanations.
+#[derive(Debug, Default)]
+pub(crate) struct StaticFit {
+    pub nodes: Vec<u32>,
+    pub unschedulable: usize,
+    pub selector: usize,
+    pub taints: usize,
+}
+
+/// Why a shape did not fit: the facts explanations are written from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shortfall {
+    pub pods: u32,
+    pub resources: Resources,
+    pub selector: Vec<LabelRequirement>,
+    /// Members of this shape that fit right now (0..pods).
+    pub fit_now: u32,
+    pub nodes_total: usize,
+    pub matching_nodes: usize,
+    pub rejected_unschedulable: usize,
+    pub rejected_selector: usize,
+    pub rejected_taints: usize,
+    pub reserved_nodes_skipped: usize,
+    /// Free GPUs on matching nodes.
+    pub free_gpus: u64,
+    /// Matching nodes with at least `resources.gpus` free GPUs.
+    pub nodes_with_room: usize,
+    /// Most GPUs any matching node has at all (healthy, allocatable).
+    pub largest_node_gpus: u32,
+    /// Healthy allocatable GPUs on all matching nodes.
+    pub matching_gpus_total: u64,
+}
+
+type StaticKey = (Vec<LabelRequirement>, Vec<Toleration>);
+
+/// A planning cycle's scratch state over a [`Cluster`].
+pub(crate) struct Work<'c> {
+    pub cluster: &'c Cluster,
+    pub free: Vec<NodeFree>,
+    /// Gang (by planning order) holding a reservation on each node.
+    pub reserved_by: Vec<Option<u32>>,
+    static_fits: HashMap<StaticKey, Arc<StaticFit>>,
+    undo: Vec<(u32, NodeFree)>,
+}
+
+impl<'c> Work<'c> {
+    pub fn new(cluster: &'c Cluster) -> Work<'c> {
+        Work {
+            cluster,
+            free: cluster.free.clone(),
+            reserved_by: vec![None; cluster.free.len()],
+            static_fits: HashMap::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    /// A copy sharing the static-filter cache, for what-if checks (preemption).
+    pub fn fork(&self, free: Vec<NodeFree>) -> Work<'c> {
+        Work {
+            cluster: self.cluster,
+            free,
+            reserved_by: self.reserved_by.clone(),
+            static_fits: self.static_fits.clone(),
+            undo: Vec::new(),
+        }
+    }
+
+    pub fn static_fit(&mut self, selector: &[LabelRequirement], tolerations: &[Toleration]) -> Arc<StaticFit> {
+        let key = (selector.to_vec(), tolerations.to_vec());
+        if let Some(f) = self.static_fits.get(&key) {
+            return f.clone();
+        }
+        let mut fit = StaticFit::default();
+        for (i, slot) in self.cluster.nodes.iter().enumerate() {
+            if !slot.present {
+                continue;
+            }
+            let info = &slot.info;
+            if !info.schedulable {
+                fit.unschedulable += 1;
+            } else if !selector.iter().all(|r| r.matches(&info.labels)) {
+                fit.selector += 1;
+            } else if !info.taints.iter().all(|t| {
+                t.effect == TaintEffect::PreferNoSchedule || tolerations.iter().any(|tol| tol.tolerates(t))
+            }) {
+                fit.taints += 1;
+            } else {
+                fit.nodes.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        let fit = Arc::new(fit);
+        self.static_fits.insert(key, fit.clone());
+        fit
+    }
+
+    /// Places all `pods` or none. `holder` may use nodes it has reserved.
+    pub fn place(&mut self, pods: &[&PodRequest], holder: Option<u32>) -> Result<Vec<Assignment>, Shortfall> {
+        let mut shapes: Vec<Vec<&PodRequest>> = Vec::new();
+        for p in pods {
+            match shapes.iter_mut().find(|s| same_shape(s[0], p)) {
+                Some(s) => s.push(p),
+                None => shapes.push(vec![p]),
+            }
+        }
+        // Biggest members first: they are the hardest to fit.
+        shapes.sort_by_key(|s| std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)));
+        let checkpoint = self.undo.len();
+        let mut out = Vec::with_capacity(pods.len());
+        let mut domain = None;
+        for shape in &shapes {
+            if let Err(shortfall) = self.place_shape(shape, holder, &mut domain, &mut out) {
+                self.rollback(checkpoint);
+                return Err(shortfall);
+            }
+        }
+        self.undo.truncate(checkpoint);
+        Ok(out)
+    }
+
+    fn rollback(&mut self, checkpoint: usize) {
+        while self.undo.len() > checkpoint {
+            if let Some((i, old)) = self.undo.pop() {
+                self.free[i as usize] = old;
+            }
+        }
+    }
+
+    fn place_shape(
+        &mut self,
+        shape: &[&PodRequest],
+        holder: Option<u32>,
+        domain: &mut Option<u32>,
+        out: &mut Vec<Assignment>,
+    ) -> Result<(), Shortfall> {
+        let first = shape[0];
+        let res = first.resources;
+        let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
+        let fit = self.static_fit(&first.selector, &first.tolerations);
+        let mut cands: Vec<Cand> = Vec::new();
+        let mut total = 0u32;
+        let mut reserved_skipped = 0;
+        for &i in &fit.nodes {
+            if let Some(h) = self.reserved_by[i as usize]
+                && Some(h) != holder
+            {
+                reserved_skipped += 1;
+                continue;
+            }
+            let cap = self.free[i as usize].capacity_for(&res).min(want);
+            if cap > 0 {
+                total = total.saturating_add(cap);
+                cands.push(Cand {
+                    node: i,
+                    cap,
+                    domain: self.cluster.nodes[i as usize].domain,
+                });
+            }
+        }
+        if total < want {
+            return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+        }
+        let groups = if want > 1 {
+            self.domain_groups(cands, want, domain)
+        } else {
+            vec![cands]
+        };
+        let mut remaining = want;
+        let mut members = shape.iter();
+        for mut group in groups {
+            if remaining == 0 {
+                break;
+            }
+            group.sort_by_key(|c| (std::cmp::Reverse(c.cap), self.rank(c.node, c.cap, &res), c.node));
+            let mut taken = vec![false; group.len()];
+            while remaining > 0 {
+                // Best fit among nodes that take all the rest; else the node taking the most.
+                let whole = group
+                    .iter()
+                    .enumerate()
+                    .take_while(|(_, c)| c.cap >= remaining)
+                    .filter(|(k, _)| !taken[*k])
+                    .min_by_key(|(_, c)| (self.rank(c.node, remaining, &res), c.node))
+                    .map(|(k, _)| k);
+                let Some(k) = whole.or_else(|| (0..group.len()).find(|&k| !taken[k])) else {
+                    break;
+                };
+                taken[k] = true;
+                let n = group[k].cap.min(remaining);
+                for _ in 0..n {
+                    let Some(member) = members.next() else { break };
+                    if !self.assign(group[k].node, member, out) {
+                        return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+                    }
+                }
+                remaining -= n;
+            }
+        }
+        if remaining > 0 {
+            return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+        }
+        Ok(())
+    }
+
+    /// Keeps a multi-node shape inside one domain when one can hold it (preferring the domain
+    /// the gang already uses, then the tightest fit); otherwise spans domains, roomiest first.
+    fn domain_groups(&self, cands: Vec<Cand>, want: u32, chosen: &mut Option<u32>) -> Vec<Vec<Cand>> {
+        if self.cluster.domains.is_empty() {
+            return vec![cands];
+        }
+        let mut sums: HashMap<Option<u32>, u32> = HashMap::new();
+        for c in &cands {
+            *sums.entry(c.domain).or_default() += c.cap;
+        }
+        let pick = chosen
+            .filter(|d| sums.get(&Some(*d)).copied().unwrap_or(0) >= want)
+            .or_else(|| {
+                sums.iter()
+                    .filter_map(|(d, s)| d.map(|d| (*s, d)))
+                    .filter(|(s, _)| *s >= want)
+                    .min()
+                    .map(|(_, d)| d)
+            });
+        if let Some(d) = pick {
+            *chosen = Some(d);
+            return vec![cands.into_iter().filter(|c| c.domain == Some(d)).collect()];
+        }
+        let mut order: Vec<(u32, Option<u32>)> = sums.into_iter().map(|(d, s)| (s, d)).collect();
+        order.sort_by_key(|&(s, d)| (std::cmp::Reverse(s), d));
+        order
+            .into_iter()
+            .map(|(_, d)| cands.iter().filter(|c| c.domain == d).copied().collect())
+            .collect()
+    }
+
+    /// Lower is better: leftover GPUs (best fit), then GPU-set quality, then leftover CPU;
+    /// CPU-only pods prefer nodes without GPUs.
+    fn rank(&self, node: u32, pods: u32, res: &Resources) -> (u64, u64, u64) {
+        let free = &self.free[node as usize];
+        let slot = &self.cluster.nodes[node as usize];
+        if res.gpus == 0 {
+            let has_gpus = u64::from(slot.info.allocatable.gpus > 0);
+            return (has_gpus, free.cpu_millis - u64::from(pods) * res.cpu_millis, 0);
+        }
+        let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
+        let leftover = u64::from(free_gpus.saturating_sub(pods * res.gpus));
+        let quality = u64::from(slot.table.best_per_pair(free.gpus, res.gpus));
+        (leftover, u64::MAX - quality, free.cpu_millis.saturating_sub(u64::from(pods) * res.cpu_millis))
+    }
+
+    fn assign(&mut self, node: u32, member: &PodRequest, out: &mut Vec<Assignment>) -> bool {
+        let i = node as usize;
+        let slot = &self.cluster.nodes[i];
+        let free = self.free[i];
+        let Some(mask) = slot.table.choose(free.gpus, member.resources.gpus, 0) else {
+            return false;
+        };
+        self.undo.push((node, free));
+        self.free[i].take(&member.resources, mask);
+        out.push(Assignment {
+            pod: member.id.clone(),
+            node: slot.info.name.clone(),
+            gpus: crate::gpu_choice::indices(mask).into_iter().map(|g| g as u32).collect(),
+        });
+        true
+    }
+
+    fn shortfall(&self, shape: &[&PodRequest], fit: &StaticFit, fit_now: u32, reserved: usize) -> Shortfall {
+        let res = shape[0].resources;
+        let mut sf = Shortfall {
+            pods: u32::try_from(shape.len()).unwrap_or(u32::MAX),
+            resources: res,
+            selector: shape[0].selector.clone(),
+            fit_now,
+            nodes_total: self.cluster.node_count(),
+            matching_nodes: fit.nodes.len(),
+            rejected_unschedulable: fit.unschedulable,
+            rejected_selector: fit.selector,
+            rejected_taints: fit.taints,
+            reserved_nodes_skipped: reserved,
+            ..Shortfall::default()
+        };
+        for &i in &fit.nodes {
+            let free = &self.free[i as usize];
+            let slot = &self.cluster.nodes[i as usize];
+            let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
+            let all = slot.info.allocatable.gpus.min(slot.healthy.count_ones());
+            sf.free_gpus += u64::from(free_gpus);
+            sf.matching_gpus_total += u64::from(all);
+            sf.largest_node_gpus = sf.largest_node_gpus.max(all);
+            if free_gpus >= res.gpus && res.gpus > 0 {
+                sf.nodes_with_room += 1;
+            }
+        }
+        sf
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    node: u32,
+    cap: u32,
+    domain: Option<u32>,
+}
+
+fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
+    a.resources == b.resources && a.selector == b.selector && a.tolerations == b.tolerations
+}

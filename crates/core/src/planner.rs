@@ -1,0 +1,276 @@
+//! One planning cycle: gangs in priority order, each placed whole, preempting whole
+//! lower-priority gangs, or waiting with a reason.
+//!
+//! Starvation: a gang that has waited `reserve_after_secs` at the head of the line reserves the
+//! nodes closest to fitting it; later (lower or equal priority) gangs may backfill only other
+//! nodes, so the reserved nodes drain until it fits. At most `max_reservations` gangs hold
+//! reservations at once, which bounds the capacity idled for them.
+
+use crate::cluster::Cluster;
+use crate::explain::{self, WaitReason};
+use crate::model::{Gang, GangKey, PodId, PodRequest};
+use crate::placement::{Assignment, Work};
+use crate::preemption;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannerConfig {
+    /// Waiting time after which the first blocked gang reserves nodes.
+    pub reserve_after_secs: u64,
+    /// Gangs that may hold reservations at once.
+    pub max_reservations: usize,
+    /// Whether higher-priority gangs may evict lower-priority ones.
+    pub preemption: bool,
+    /// Bound on what-if placements when minimising a victim set.
+    pub max_prune_checks: usize,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            reserve_after_secs: 300,
+            max_reservations: 2,
+            preemption: true,
+            max_prune_checks: 32,
+        }
+    }
+}
+
+/// A decision to place (part of) a gang now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GangPlacement {
+    pub gang: GangKey,
+    pub assignments: Vec<Assignment>,
+}
+
+/// A whole lower-priority gang to evict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Victim {
+    pub gang: GangKey,
+    pub priority: i32,
+    pub pods: Vec<PodId>,
+    pub gpus: u32,
+}
+
+/// Evict `victims`, then `gang` goes where `assignments` say once they are gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preemption {
+    pub gang: GangKey,
+    pub victims: Vec<Victim>,
+    pub assignments: Vec<Assignment>,
+    pub message: String,
+}
+
+/// A gang that waits, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub gang: GangKey,
+    pub reason: WaitReason,
+    pub message: String,
+    /// Nodes held for this gang so that it cannot starve.
+    pub reserved_nodes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub placements: Vec<GangPlacement>,
+    pub preemptions: Vec<Preemption>,
+    pub waiting: Vec<Waiting>,
+}
+
+impl Plan {
+    pub fn waiting_for(&self, gang: &GangKey) -> Option<&Waiting> {
+        self.waiting.iter().find(|w| w.gang == *gang)
+    }
+
+    pub fn placement_for(&self, gang: &GangKey) -> Option<&GangPlacement> {
+        self.placements.iter().find(|p| p.gang == *gang)
+    }
+}
+
+/// Planning order: higher priority first, then older, then by name (deterministic).
+pub fn order(pending: &[Gang]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..pending.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (x, y) = (&pending[a], &pending[b]);
+        y.priority
+            .cmp(&x.priority)
+            .then(x.created_at.cmp(&y.created_at))
+            .then_with(|| x.key.cmp(&y.key))
+    });
+    idx
+}
+
+impl Cluster {
+    /// Plans every pending gang against the current state. Pure: the cluster is not changed.
+    pub fn plan(&self, pending: &[Gang], now: u64, config: &PlannerConfig) -> Plan {
+        let mut work = Work::new(self);
+        let mut plan = Plan::default();
+        let mut evicted: HashSet<GangKey> = HashSet::new();
+        let mut reservations = 0;
+        for (rank, &gi) in order(pending).iter().enumerate() {
+            let gang = &pending[gi];
+            let holder = u32::try_from(rank).ok();
+            let running = self.gangs.get(&gang.key).map_or(0, |g| g.pods.len()) as u32;
+            let have = running + gang.pending.len() as u32;
+            if have < gang.min_member {
+                plan.waiting.push(Waiting {
+                    gang: gang.key.clone(),
+                    reason: WaitReason::MissingMembers,
+                    message: explain::missing_members(have, gang.min_member),
+                    reserved_nodes: Vec::new(),
+                });
+                continue;
+            }
+            let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            let need = gang.min_member.saturating_sub(running) as usize;
+            let (core, extra) = members.split_at(need.min(members.len()));
+            match work.place(core, holder) {
+                Ok(mut assignments) => {
+                    // Members beyond the minimum are welcome but not required: one by one.
+                    for m in extra {
+                        if let Ok(mut a) = work.place(&[*m], holder) {
+                            assignments.append(&mut a);
+                        }
+                    }
+                    if !assignments.is_empty() {
+                        plan.placements.push(GangPlacement {
+                            gang: gang.key.clone(),
+                            assignments,
+                        });
+                    }
+                }
+                Err(shortfall) => {
+                    let (reason, mut message) = explain::shortfall(&shortfall);
+                    if !reason.unresolvable() && config.preemption {
+                        match preemption::search(&mut work, gang, core, holder, &evicted, config) {
+                            preemption::Outcome::Preempt(p) => {
+                                evicted.extend(p.victims.iter().map(|v| v.gang.clone()));
+                                plan.preemptions.push(p);
+                                continue;
+                            }
+                            preemption::Outcome::AwaitVictims(nodes) => {
+                                plan.waiting.push(Waiting {
+                                    gang: gang.key.clone(),
+                                    reason: WaitReason::WaitingForVictims,
+                                    message: "waiting for preempted pods to terminate".into(),
+                                    reserved_nodes: nodes,
+                                });
+                                continue;
+                            }
+                            preemption::Outcome::NotAllowed(note) | preemption::Outcome::Impossible(note) => {
+                                if let Some(note) = note {
+                                    message.push_str("; ");
+                                    message.push_str(&note);
+                                }
+                            }
+                        }
+                    }
+                    let mut reserved_nodes = Vec::new();
+                    let waited = now.saturating_sub(gang.created_at);
+                    if !reason.unresolvable()
+                        && waited >= config.reserve_after_secs
+                        && reservations < config.max_reservations
+                        && let Some(h) = holder
+                    {
+                        reserved_nodes = work.reserve(core, h);
+                        if !reserved_nodes.is_empty() {
+                            reservations += 1;
+                            message.push_str(&format!(
+                                "; holding {} node{} so it cannot starve",
+                                reserved_nodes.len(),
+                                if reserved_nodes.len() == 1 { "" } else { "s" }
+                            ));
+                        }
+                    }
+                    plan.waiting.push(Waiting {
+                        gang: gang.key.clone(),
+                        reason,
+                        message,
+                        reserved_nodes,
+                    });
+                }
+            }
+        }
+        plan
+    }
+
+    /// Records a placement decision's pods as placed (the simulator's and tests' "bind").
+    pub fn commit(
+        &mut self,
+        gang: &Gang,
+        assignments: &[Assignment],
+        now: u64,
+    ) -> Result<(), crate::cluster::ClusterError> {
+        for a in assignments {
+            let Some(req) = gang.pending.iter().find(|p| p.id == a.pod) else {
+                continue;
+            };
+            self.add_pod(crate::model::PlacedPod {
+                id: a.pod.clone(),
+                gang: gang.key.clone(),
+                node: a.node.clone(),
+                resources: req.resources,
+                gpus: a.gpus.clone(),
+                priority: gang.priority,
+                started_at: now,
+                preemptible: true,
+                terminating: false,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Work<'_> {
+    /// Holds the nodes closest to fitting `members` (by free capacity now, then by capacity
+    /// when empty) until, once drained, they can hold the biggest members' shape.
+    pub(crate) fn reserve(&mut self, members: &[&PodRequest], holder: u32) -> Vec<String> {
+        let Some(big) = members.iter().max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis)) else {
+            return Vec::new();
+        };
+        let res = big.resources;
+        let want = members.iter().filter(|m| m.resources == res).count() as u32;
+        let fit = self.static_fit(&big.selector, &big.tolerations);
+        let mut cands: Vec<(u32, u32, u32)> = fit
+            .nodes
+            .iter()
+            .filter(|&&i| self.reserved_by[i as usize].is_none())
+            .filter_map(|&i| {
+                let slot = &self.cluster.nodes[i as usize];
+                let empty = crate::cluster::NodeFree {
+                    cpu_millis: slot.info.allocatable.cpu_millis,
+                    memory_bytes: slot.info.allocatable.memory_bytes,
+                    pods: slot.info.allocatable.pods,
+                    gpu_budget: slot.info.allocatable.gpus,
+                    gpus: slot.healthy,
+                };
+                let potential = empty.capacity_for(&res).min(want);
+                let now = self.free[i as usize].capacity_for(&res).min(want);
+                (potential > 0).then_some((now, potential, i))
+            })
+            .collect();
+        cands.sort_by_key(|&(now, potential, i)| (std::cmp::Reverse(now), std::cmp::Reverse(potential), i));
+        let mut got = 0;
+        let mut chosen = Vec::new();
+        for (_, potential, i) in cands {
+            if got >= want {
+                break;
+            }
+            got += potential;
+            chosen.push(i);
+        }
+        if got < want {
+            return Vec::new();
+        }
+        chosen
+            .into_iter()
+            .map(|i| {
+                self.reserved_by[i as usize] = Some(holder);
+                self.cluster.nodes[i as usize].info.name.clone()
+            })
+            .collect()
+    }
+}

@@ -79,15 +79,31 @@ pub struct ScriptEvent {
     pub utilization_percent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_utilization_percent: Option<u32>,
-    #[serde(default, rename = "memoryUsedMiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "memoryUsedMiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_used_mib: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature_c: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_watts: Option<u32>,
+    /// Compute processes running on the GPU from then on (replaces the previous list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<ProcessSpec>>,
     /// The GPU falls off the bus: NVML answers `NVML_ERROR_GPU_IS_LOST` from then on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lost: bool,
+}
+
+/// A compute process as NVML lists it (`nvmlProcessInfo_t`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessSpec {
+    pub pid: u32,
+    #[serde(rename = "usedMemoryMiB")]
+    pub used_memory_mib: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,12 +125,30 @@ pub enum MachineError {
 }
 
 const BUILTIN_SOURCES: [(&str, &str); 6] = [
-    ("dgx1-v100", include_str!("../../../fixtures/machines/dgx1-v100.json")),
-    ("dgx-a100", include_str!("../../../fixtures/machines/dgx-a100.json")),
-    ("dgx-h100", include_str!("../../../fixtures/machines/dgx-h100.json")),
-    ("l4-pcie-2s", include_str!("../../../fixtures/machines/l4-pcie-2s.json")),
-    ("a100-pcie-mig", include_str!("../../../fixtures/machines/a100-pcie-mig.json")),
-    ("gb200-nvl72", include_str!("../../../fixtures/machines/gb200-nvl72.json")),
+    (
+        "dgx1-v100",
+        include_str!("../../../fixtures/machines/dgx1-v100.json"),
+    ),
+    (
+        "dgx-a100",
+        include_str!("../../../fixtures/machines/dgx-a100.json"),
+    ),
+    (
+        "dgx-h100",
+        include_str!("../../../fixtures/machines/dgx-h100.json"),
+    ),
+    (
+        "l4-pcie-2s",
+        include_str!("../../../fixtures/machines/l4-pcie-2s.json"),
+    ),
+    (
+        "a100-pcie-mig",
+        include_str!("../../../fixtures/machines/a100-pcie-mig.json"),
+    ),
+    (
+        "gb200-nvl72",
+        include_str!("../../../fixtures/machines/gb200-nvl72.json"),
+    ),
 ];
 
 /// Names of the fixtures compiled into every binary.
@@ -132,7 +166,10 @@ pub fn builtin(name: &str) -> Result<&'static MachineSpec, MachineError> {
             .collect()
     });
     parsed.iter().find(|m| m.name == name).ok_or_else(|| {
-        MachineError::Unknown(name.to_string(), builtin_names().collect::<Vec<_>>().join(", "))
+        MachineError::Unknown(
+            name.to_string(),
+            builtin_names().collect::<Vec<_>>().join(", "),
+        )
     })
 }
 
@@ -149,10 +186,11 @@ pub fn resolve(name_or_path: &str) -> Result<MachineSpec, MachineError> {
 
 impl MachineSpec {
     pub fn parse(name: &str, json: &str) -> Result<MachineSpec, MachineError> {
-        let spec: MachineSpec = serde_json::from_str(json).map_err(|source| MachineError::Parse {
-            name: name.to_string(),
-            source,
-        })?;
+        let spec: MachineSpec =
+            serde_json::from_str(json).map_err(|source| MachineError::Parse {
+                name: name.to_string(),
+                source,
+            })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -186,17 +224,34 @@ impl MachineSpec {
         let mut buses = HashSet::new();
         for (i, gpu) in self.gpus.iter().enumerate() {
             if gpu.index as usize != i {
-                return Err(invalid(format!("GPU at position {i} has index {}", gpu.index)));
+                return Err(invalid(format!(
+                    "GPU at position {i} has index {}",
+                    gpu.index
+                )));
             }
             if !gpu.uuid.starts_with("GPU-") || !uuids.insert(gpu.uuid.as_str()) {
-                return Err(invalid(format!("GPU {i} has a bad or repeated UUID {}", gpu.uuid)));
+                return Err(invalid(format!(
+                    "GPU {i} has a bad or repeated UUID {}",
+                    gpu.uuid
+                )));
             }
             if !buses.insert(gpu.pci_bus_id.as_str()) {
-                return Err(invalid(format!("GPU {i} repeats PCI bus id {}", gpu.pci_bus_id)));
+                return Err(invalid(format!(
+                    "GPU {i} repeats PCI bus id {}",
+                    gpu.pci_bus_id
+                )));
             }
         }
-        if let Some(event) = self.script.iter().find(|e| e.gpu as usize >= self.gpus.len()) {
-            return Err(invalid(format!("script event names GPU {} of {}", event.gpu, self.gpus.len())));
+        if let Some(event) = self
+            .script
+            .iter()
+            .find(|e| e.gpu as usize >= self.gpus.len())
+        {
+            return Err(invalid(format!(
+                "script event names GPU {} of {}",
+                event.gpu,
+                self.gpus.len()
+            )));
         }
         Ok(())
     }
@@ -217,7 +272,12 @@ impl MachineSpec {
 pub fn node_gpu_uuid(node: &str, machine: &str, index: u32) -> String {
     let hash = |salt: u64| {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-        for b in node.bytes().chain([0]).chain(machine.bytes()).chain(index.to_le_bytes()) {
+        for b in node
+            .bytes()
+            .chain([0])
+            .chain(machine.bytes())
+            .chain(index.to_le_bytes())
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -282,7 +342,9 @@ mod tests {
 
     #[test]
     fn malformed_fixture_is_a_clear_error() {
-        let err = MachineSpec::parse("bad", "{\"name\": 3}").unwrap_err().to_string();
+        let err = MachineSpec::parse("bad", "{\"name\": 3}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("parsing machine fixture bad"), "{err}");
         let src = BUILTIN_SOURCES[0].1.replace("\"index\": 1", "\"index\": 5");
         let err = MachineSpec::parse("bad", &src).unwrap_err().to_string();

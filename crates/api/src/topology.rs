@@ -109,7 +109,11 @@ pub enum TopologyError {
     #[error("unknown link {0:?}: expected NV<n>, PSB, PIX, PXB, PHB, NODE or SYS")]
     UnknownLink(String),
     #[error("link matrix row {row} has {got} entries, expected {expected}")]
-    NotSquare { row: usize, got: usize, expected: usize },
+    NotSquare {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
     #[error("link matrix diagonal at {0} must be \"X\"")]
     Diagonal(usize),
     #[error("link matrix is not symmetric at ({0}, {1}): {2} vs {3}")]
@@ -234,7 +238,12 @@ impl LinkMatrix {
             for j in i + 1..size {
                 let (a, b) = (m.link(i, j), m.link(j, i));
                 if a != b {
-                    return Err(TopologyError::Asymmetric(i, j, a.to_string(), b.to_string()));
+                    return Err(TopologyError::Asymmetric(
+                        i,
+                        j,
+                        a.to_string(),
+                        b.to_string(),
+                    ));
                 }
             }
         }
@@ -278,7 +287,9 @@ mod tests {
 
     #[test]
     fn legend_round_trips() {
-        for s in ["NV1", "NV12", "NV18", "PSB", "PIX", "PXB", "PHB", "NODE", "SYS"] {
+        for s in [
+            "NV1", "NV12", "NV18", "PSB", "PIX", "PXB", "PHB", "NODE", "SYS",
+        ] {
             let link: Link = s.parse().unwrap();
             assert_eq!(link.to_string(), s);
         }
@@ -306,7 +317,10 @@ mod tests {
             Err(TopologyError::NotSquare { row: 1, .. })
         ));
         let rows = vec![vec!["NV1", "NV1"], vec!["NV1", "X"]];
-        assert_eq!(LinkMatrix::from_rows(&rows), Err(TopologyError::Diagonal(0)));
+        assert_eq!(
+            LinkMatrix::from_rows(&rows),
+            Err(TopologyError::Diagonal(0))
+        );
     }
 
     #[test]
@@ -319,7 +333,10 @@ mod tests {
             }
         });
         let json = serde_json::to_string(&m).unwrap();
-        assert_eq!(json, r#"[["X","NV2","NV2"],["NV2","X","SYS"],["NV2","SYS","X"]]"#);
+        assert_eq!(
+            json,
+            r#"[["X","NV2","NV2"],["NV2","X","SYS"],["NV2","SYS","X"]]"#
+        );
         let back: LinkMatrix = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.set_score(&[0, 1, 2]), 410);

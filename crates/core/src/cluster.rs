@@ -191,7 +191,13 @@ impl Cluster {
         }
         let table = self.table_for(&info);
         let domain = info.domain.clone().map(|d| self.intern_domain(d));
-        let healthy = mask_of(info.gpus.iter().enumerate().filter(|(_, g)| g.healthy).map(|(i, _)| i));
+        let healthy = mask_of(
+            info.gpus
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.healthy)
+                .map(|(i, _)| i),
+        );
         let idx = match self.by_name.get(&info.name) {
             Some(&i) => i,
             None => {
@@ -247,7 +253,10 @@ impl Cluster {
     fn table_for(&mut self, info: &NodeInfo) -> Arc<GpuTable> {
         let matrix = match &info.topology {
             Some(m) if m.size() == info.gpus.len() => m.clone(),
-            _ => LinkMatrix::uniform(info.gpus.len(), muster_api::Link::Pcie(muster_api::PcieLevel::Sys)),
+            _ => LinkMatrix::uniform(
+                info.gpus.len(),
+                muster_api::Link::Pcie(muster_api::PcieLevel::Sys),
+            ),
         };
         if let Some(t) = self.tables.iter().find(|t| *t.matrix() == matrix) {
             return t.clone();
@@ -258,10 +267,14 @@ impl Cluster {
     }
 
     fn intern_domain(&mut self, d: String) -> u32 {
-        let pos = self.domains.iter().position(|x| *x == d).unwrap_or_else(|| {
-            self.domains.push(d);
-            self.domains.len() - 1
-        });
+        let pos = self
+            .domains
+            .iter()
+            .position(|x| *x == d)
+            .unwrap_or_else(|| {
+                self.domains.push(d);
+                self.domains.len() - 1
+            });
         u32::try_from(pos).unwrap_or(u32::MAX)
     }
 
@@ -317,7 +330,10 @@ impl Cluster {
         }
         let wanted = mask_of(pod.gpus.iter().map(|&g| g as usize));
         if wanted.count_ones() as usize != pod.gpus.len() || wanted & !free.gpus != 0 {
-            return Err(misfit(format!("GPUs {:?} are not all free and healthy", pod.gpus)));
+            return Err(misfit(format!(
+                "GPUs {:?} are not all free and healthy",
+                pod.gpus
+            )));
         }
         if free.gpu_budget < pod.resources.gpus {
             return Err(misfit("no GPU budget left".into()));
@@ -326,12 +342,18 @@ impl Cluster {
     }
 
     fn insert_pod(&mut self, idx: usize, pod: PlacedPod) {
-        self.free[idx].take(&pod.resources, mask_of(pod.gpus.iter().map(|&g| g as usize)));
+        self.free[idx].take(
+            &pod.resources,
+            mask_of(pod.gpus.iter().map(|&g| g as usize)),
+        );
         self.nodes[idx].pods.push(pod.id.clone());
-        let g = self.gangs.entry(pod.gang.clone()).or_insert_with(|| RunningGang {
-            preemptible: true,
-            ..RunningGang::default()
-        });
+        let g = self
+            .gangs
+            .entry(pod.gang.clone())
+            .or_insert_with(|| RunningGang {
+                preemptible: true,
+                ..RunningGang::default()
+            });
         if g.pods.is_empty() {
             g.priority = pod.priority;
         }
@@ -352,7 +374,11 @@ impl Cluster {
             slot.pods.retain(|p| p != id);
             if slot.present {
                 let healthy = slot.healthy;
-                self.free[idx].give_back(&pod.resources, mask_of(pod.gpus.iter().map(|&g| g as usize)), healthy);
+                self.free[idx].give_back(
+                    &pod.resources,
+                    mask_of(pod.gpus.iter().map(|&g| g as usize)),
+                    healthy,
+                );
             }
         }
         if let Some(g) = self.gangs.get_mut(&pod.gang) {
@@ -446,7 +472,11 @@ mod tests {
         assert!(c.add_pod(pod("p", "a", &[1])).is_err());
         c.record_pod(pod("q", "a", &[1])).unwrap();
         c.remove_pod(&PodId("q".into()));
-        assert_eq!(c.free_gpus("a").unwrap(), vec![0], "a released unhealthy GPU stays out");
+        assert_eq!(
+            c.free_gpus("a").unwrap(),
+            vec![0],
+            "a released unhealthy GPU stays out"
+        );
     }
 
     #[test]

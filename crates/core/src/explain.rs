@@ -42,26 +42,44 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
     let each = if g > 0 {
         format!("{} pod{} x {g} GPU{}", sf.pods, plural(sf.pods), plural(g))
     } else {
-        format!("{} pod{} ({} mCPU)", sf.pods, plural(sf.pods), sf.resources.cpu_millis)
+        format!(
+            "{} pod{} ({} mCPU)",
+            sf.pods,
+            plural(sf.pods),
+            sf.resources.cpu_millis
+        )
     };
     if sf.matching_nodes == 0 {
         let mut why = Vec::new();
         if sf.rejected_selector > 0 {
             let sel: Vec<String> = sf.selector.iter().map(ToString::to_string).collect();
-            why.push(format!("{} fail its node selector ({})", sf.rejected_selector, sel.join(", ")));
+            why.push(format!(
+                "{} fail its node selector ({})",
+                sf.rejected_selector,
+                sel.join(", ")
+            ));
         }
         if sf.rejected_taints > 0 {
-            why.push(format!("{} have taints it does not tolerate", sf.rejected_taints));
+            why.push(format!(
+                "{} have taints it does not tolerate",
+                sf.rejected_taints
+            ));
         }
         if sf.rejected_unschedulable > 0 {
-            why.push(format!("{} are not ready or cordoned", sf.rejected_unschedulable));
+            why.push(format!(
+                "{} are not ready or cordoned",
+                sf.rejected_unschedulable
+            ));
         }
         let detail = if why.is_empty() {
             "the cluster has no nodes".to_string()
         } else {
             format!("of {} nodes, {}", sf.nodes_total, why.join("; "))
         };
-        return (WaitReason::NoMatchingNode, format!("needs {each}, but no node can run it: {detail}"));
+        return (
+            WaitReason::NoMatchingNode,
+            format!("needs {each}, but no node can run it: {detail}"),
+        );
     }
     if g > sf.largest_node_gpus {
         return (
@@ -95,7 +113,10 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
         format!("needs {each}: room for {} now", sf.fit_now)
     };
     let reason = if g > 0 && sf.free_gpus >= needed {
-        msg.push_str(&format!("; {} GPUs are free but fragmented across nodes", sf.free_gpus));
+        msg.push_str(&format!(
+            "; {} GPUs are free but fragmented across nodes",
+            sf.free_gpus
+        ));
         WaitReason::Fragmentation
     } else {
         WaitReason::Capacity

@@ -139,7 +139,10 @@ impl GpuTable {
         let mut sub = free;
         loop {
             if sub.count_ones() == k && sub & must == must {
-                let key = (self.set_score[sub as usize], self.leftover_quality(free & !sub));
+                let key = (
+                    self.set_score[sub as usize],
+                    self.leftover_quality(free & !sub),
+                );
                 let better = match best {
                     None => true,
                     // Ties keep the first found, i.e. the numerically largest mask; flip to
@@ -274,7 +277,10 @@ mod tests {
         let t = table("dgx1-v100");
         let quad = indices(t.choose(0xff, 4, 0).unwrap());
         assert!(fully_nvlinked(&t, &quad), "{quad:?}");
-        assert!(quad == vec![0, 1, 2, 3] || quad == vec![4, 5, 6, 7], "{quad:?}");
+        assert!(
+            quad == vec![0, 1, 2, 3] || quad == vec![4, 5, 6, 7],
+            "{quad:?}"
+        );
     }
 
     #[test]
@@ -307,7 +313,10 @@ mod tests {
     fn pcie_box_keeps_pairs_on_one_switch_and_quads_on_one_socket() {
         let t = table("l4-pcie-2s");
         let pair = indices(t.choose(0xff, 2, 0).unwrap());
-        assert_eq!(t.matrix().link(pair[0], pair[1]), Link::Pcie(PcieLevel::Pix));
+        assert_eq!(
+            t.matrix().link(pair[0], pair[1]),
+            Link::Pcie(PcieLevel::Pix)
+        );
         let quad = indices(t.choose(0xff, 4, 0).unwrap());
         assert!(quad.iter().all(|&g| g / 4 == quad[0] / 4), "{quad:?}");
     }

@@ -212,8 +212,14 @@ impl NodeInfo {
                 gpus: spec.gpus.len() as u32,
             },
             labels: vec![
-                (muster_api::names::gfd::PRODUCT.to_string(), spec.product.clone()),
-                (muster_api::names::LABEL_TOPOLOGY_FIXTURE.to_string(), spec.name.clone()),
+                (
+                    muster_api::names::gfd::PRODUCT.to_string(),
+                    spec.product.clone(),
+                ),
+                (
+                    muster_api::names::LABEL_TOPOLOGY_FIXTURE.to_string(),
+                    spec.name.clone(),
+                ),
             ],
             taints: Vec::new(),
             schedulable: true,
@@ -247,7 +253,14 @@ impl PodRequest {
 
 impl Gang {
     /// A gang of `pods` members of `gpus` GPUs each, all required.
-    pub fn uniform(namespace: &str, name: &str, pods: u32, gpus: u32, priority: i32, created_at: u64) -> Gang {
+    pub fn uniform(
+        namespace: &str,
+        name: &str,
+        pods: u32,
+        gpus: u32,
+        priority: i32,
+        created_at: u64,
+    ) -> Gang {
         Gang {
             key: GangKey::new(namespace, name),
             queue: "default".into(),

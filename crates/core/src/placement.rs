@@ -88,7 +88,11 @@ impl<'c> Work<'c> {
         }
     }
 
-    pub fn static_fit(&mut self, selector: &[LabelRequirement], tolerations: &[Toleration]) -> Arc<StaticFit> {
+    pub fn static_fit(
+        &mut self,
+        selector: &[LabelRequirement],
+        tolerations: &[Toleration],
+    ) -> Arc<StaticFit> {
         let key = (selector.to_vec(), tolerations.to_vec());
         if let Some(f) = self.static_fits.get(&key) {
             return f.clone();
@@ -104,7 +108,8 @@ impl<'c> Work<'c> {
             } else if !selector.iter().all(|r| r.matches(&info.labels)) {
                 fit.selector += 1;
             } else if !info.taints.iter().all(|t| {
-                t.effect == TaintEffect::PreferNoSchedule || tolerations.iter().any(|tol| tol.tolerates(t))
+                t.effect == TaintEffect::PreferNoSchedule
+                    || tolerations.iter().any(|tol| tol.tolerates(t))
             }) {
                 fit.taints += 1;
             } else {
@@ -117,7 +122,11 @@ impl<'c> Work<'c> {
     }
 
     /// Places all `pods` or none. `holder` may use nodes it has reserved.
-    pub fn place(&mut self, pods: &[&PodRequest], holder: Option<u32>) -> Result<Vec<Assignment>, Shortfall> {
+    pub fn place(
+        &mut self,
+        pods: &[&PodRequest],
+        holder: Option<u32>,
+    ) -> Result<Vec<Assignment>, Shortfall> {
         let mut shapes: Vec<Vec<&PodRequest>> = Vec::new();
         for p in pods {
             match shapes.iter_mut().find(|s| same_shape(s[0], p)) {
@@ -193,7 +202,13 @@ impl<'c> Work<'c> {
             if remaining == 0 {
                 break;
             }
-            group.sort_by_key(|c| (std::cmp::Reverse(c.cap), self.rank(c.node, c.cap, &res), c.node));
+            group.sort_by_key(|c| {
+                (
+                    std::cmp::Reverse(c.cap),
+                    self.rank(c.node, c.cap, &res),
+                    c.node,
+                )
+            });
             let mut taken = vec![false; group.len()];
             while remaining > 0 {
                 // Best fit among nodes that take all the rest; else the node taking the most.
@@ -226,7 +241,12 @@ impl<'c> Work<'c> {
 
     /// Keeps a multi-node shape inside one domain when one can hold it (preferring the domain
     /// the gang already uses, then the tightest fit); otherwise spans domains, roomiest first.
-    fn domain_groups(&self, cands: Vec<Cand>, want: u32, chosen: &mut Option<u32>) -> Vec<Vec<Cand>> {
+    fn domain_groups(
+        &self,
+        cands: Vec<Cand>,
+        want: u32,
+        chosen: &mut Option<u32>,
+    ) -> Vec<Vec<Cand>> {
         if self.cluster.domains.is_empty() {
             return vec![cands];
         }
@@ -262,12 +282,21 @@ impl<'c> Work<'c> {
         let slot = &self.cluster.nodes[node as usize];
         if res.gpus == 0 {
             let has_gpus = u64::from(slot.info.allocatable.gpus > 0);
-            return (has_gpus, free.cpu_millis - u64::from(pods) * res.cpu_millis, 0);
+            return (
+                has_gpus,
+                free.cpu_millis - u64::from(pods) * res.cpu_millis,
+                0,
+            );
         }
         let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
         let leftover = u64::from(free_gpus.saturating_sub(pods * res.gpus));
         let quality = u64::from(slot.table.best_per_pair(free.gpus, res.gpus));
-        (leftover, u64::MAX - quality, free.cpu_millis.saturating_sub(u64::from(pods) * res.cpu_millis))
+        (
+            leftover,
+            u64::MAX - quality,
+            free.cpu_millis
+                .saturating_sub(u64::from(pods) * res.cpu_millis),
+        )
     }
 
     fn assign(&mut self, node: u32, member: &PodRequest, out: &mut Vec<Assignment>) -> bool {
@@ -282,12 +311,21 @@ impl<'c> Work<'c> {
         out.push(Assignment {
             pod: member.id.clone(),
             node: slot.info.name.clone(),
-            gpus: crate::gpu_choice::indices(mask).into_iter().map(|g| g as u32).collect(),
+            gpus: crate::gpu_choice::indices(mask)
+                .into_iter()
+                .map(|g| g as u32)
+                .collect(),
         });
         true
     }
 
-    fn shortfall(&self, shape: &[&PodRequest], fit: &StaticFit, fit_now: u32, reserved: usize) -> Shortfall {
+    fn shortfall(
+        &self,
+        shape: &[&PodRequest],
+        fit: &StaticFit,
+        fit_now: u32,
+        reserved: usize,
+    ) -> Shortfall {
         let res = shape[0].resources;
         let mut sf = Shortfall {
             pods: u32::try_from(shape.len()).unwrap_or(u32::MAX),

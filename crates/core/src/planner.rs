@@ -160,7 +160,8 @@ impl Cluster {
                                 });
                                 continue;
                             }
-                            preemption::Outcome::NotAllowed(note) | preemption::Outcome::Impossible(note) => {
+                            preemption::Outcome::NotAllowed(note)
+                            | preemption::Outcome::Impossible(note) => {
                                 if let Some(note) = note {
                                     message.push_str("; ");
                                     message.push_str(&note);
@@ -228,7 +229,10 @@ impl Work<'_> {
     /// Holds the nodes closest to fitting `members` (by free capacity now, then by capacity
     /// when empty) until, once drained, they can hold the biggest members' shape.
     pub(crate) fn reserve(&mut self, members: &[&PodRequest], holder: u32) -> Vec<String> {
-        let Some(big) = members.iter().max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis)) else {
+        let Some(big) = members
+            .iter()
+            .max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis))
+        else {
             return Vec::new();
         };
         let res = big.resources;
@@ -252,7 +256,9 @@ impl Work<'_> {
                 (potential > 0).then_some((now, potential, i))
             })
             .collect();
-        cands.sort_by_key(|&(now, potential, i)| (std::cmp::Reverse(now), std::cmp::Reverse(potential), i));
+        cands.sort_by_key(|&(now, potential, i)| {
+            (std::cmp::Reverse(now), std::cmp::Reverse(potential), i)
+        });
         let mut got = 0;
         let mut chosen = Vec::new();
         for (_, potential, i) in cands {

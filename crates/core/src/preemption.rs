@@ -76,7 +76,14 @@ pub(crate) fn search(
     if candidates.is_empty() {
         return Outcome::Impossible(None);
     }
-    candidates.sort_by_key(|(key, g)| (g.priority, g.gpus, std::cmp::Reverse(g.newest_start), (*key).clone()));
+    candidates.sort_by_key(|(key, g)| {
+        (
+            g.priority,
+            g.gpus,
+            std::cmp::Reverse(g.newest_start),
+            (*key).clone(),
+        )
+    });
 
     let try_set = |work: &Work<'_>, set: &[usize]| -> Option<Vec<Assignment>> {
         let mut free = base.clone();
@@ -155,10 +162,18 @@ pub(crate) fn search(
 /// Gives a running gang's resources back in `free` (a what-if copy).
 fn release(work: &Work<'_>, free: &mut [NodeFree], g: &RunningGang) {
     for id in &g.pods {
-        let Some(p) = work.cluster.pod(id) else { continue };
-        let Some(i) = work.cluster.index_of(&p.node) else { continue };
+        let Some(p) = work.cluster.pod(id) else {
+            continue;
+        };
+        let Some(i) = work.cluster.index_of(&p.node) else {
+            continue;
+        };
         let healthy = work.cluster.nodes[i].healthy;
-        free[i].give_back(&p.resources, mask_of(p.gpus.iter().map(|&x| x as usize)), healthy);
+        free[i].give_back(
+            &p.resources,
+            mask_of(p.gpus.iter().map(|&x| x as usize)),
+            healthy,
+        );
     }
 }
 
@@ -166,7 +181,9 @@ fn release(work: &Work<'_>, free: &mut [NodeFree], g: &RunningGang) {
 fn hold(work: &mut Work<'_>, assignments: &[Assignment], holder: Option<u32>) -> Vec<String> {
     let mut nodes: Vec<String> = Vec::new();
     for a in assignments {
-        let Some(i) = work.cluster.index_of(&a.node) else { continue };
+        let Some(i) = work.cluster.index_of(&a.node) else {
+            continue;
+        };
         work.free[i].take(
             &crate::model::Resources::default(),
             mask_of(a.gpus.iter().map(|&x| x as usize)),

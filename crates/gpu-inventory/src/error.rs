@@ -30,12 +30,24 @@ impl InventoryError {
 
     /// The loaded library does not export a function this call needs.
     pub fn is_missing_symbol(&self) -> bool {
-        matches!(self, InventoryError::Nvml { source: NvmlError::FailedToLoadSymbol(_), .. })
+        matches!(
+            self,
+            InventoryError::Nvml {
+                source: NvmlError::FailedToLoadSymbol(_),
+                ..
+            }
+        )
     }
 
     /// The GPU fell off the bus.
     pub fn is_gpu_lost(&self) -> bool {
-        matches!(self, InventoryError::Nvml { source: NvmlError::GpuLost, .. })
+        matches!(
+            self,
+            InventoryError::Nvml {
+                source: NvmlError::GpuLost,
+                ..
+            }
+        )
     }
 }
 
@@ -59,7 +71,11 @@ pub(crate) enum Answer<T> {
 }
 
 /// Classifies a per-GPU query: unsupported and lost are states, everything else is an error.
-pub(crate) fn answer<T>(r: Result<T, NvmlError>, call: &'static str, gpu: u32) -> Result<Answer<T>, InventoryError> {
+pub(crate) fn answer<T>(
+    r: Result<T, NvmlError>,
+    call: &'static str,
+    gpu: u32,
+) -> Result<Answer<T>, InventoryError> {
     match r {
         Ok(v) => Ok(Answer::Value(v)),
         Err(NvmlError::NotSupported) => Ok(Answer::Unsupported),

@@ -21,7 +21,12 @@ impl PciAddr {
         let (bus, rest) = rest.split_once(':')?;
         let (device, function) = rest.split_once('.')?;
         let hex = |x: &str| u32::from_str_radix(x, 16).ok();
-        Some(PciAddr(hex(domain)?, hex(bus)?, hex(device)?, hex(function)?))
+        Some(PciAddr(
+            hex(domain)?,
+            hex(bus)?,
+            hex(device)?,
+            hex(function)?,
+        ))
     }
 }
 
@@ -38,16 +43,29 @@ struct GpuLinks {
 /// Remote device type through the raw symbol: nvml-wrapper 0.13's `remote_device_type()` passes a
 /// temporary as the out-parameter and always reports `Unknown`.
 fn remote_is_switch(nvml: &Nvml, device: &nvml_wrapper::Device, link: u32) -> Option<bool> {
-    let sym = nvml.lib().nvmlDeviceGetNvLinkRemoteDeviceType.as_ref().ok()?;
+    let sym = nvml
+        .lib()
+        .nvmlDeviceGetNvLinkRemoteDeviceType
+        .as_ref()
+        .ok()?;
     let mut kind: nvmlIntNvLinkDeviceType_t = 0;
     // SAFETY: a valid device handle from this library and a live out-parameter.
     let rc = unsafe { sym(device.handle(), link, &mut kind) };
     (rc == 0).then_some(kind == nvmlIntNvLinkDeviceType_enum_NVML_NVLINK_DEVICE_TYPE_SWITCH)
 }
 
-fn scan_links(nvml: &Nvml, index: u32, buses: &[Option<PciAddr>]) -> Result<GpuLinks, InventoryError> {
-    let mut out = GpuLinks { to_gpu: vec![0; buses.len()], ..GpuLinks::default() };
-    let device = nvml.device_by_index(index).ctx("nvmlDeviceGetHandleByIndex_v2", Some(index))?;
+fn scan_links(
+    nvml: &Nvml,
+    index: u32,
+    buses: &[Option<PciAddr>],
+) -> Result<GpuLinks, InventoryError> {
+    let mut out = GpuLinks {
+        to_gpu: vec![0; buses.len()],
+        ..GpuLinks::default()
+    };
+    let device = nvml
+        .device_by_index(index)
+        .ctx("nvmlDeviceGetHandleByIndex_v2", Some(index))?;
     for link in 0..NVML_NVLINK_MAX_LINKS {
         let wrapper = device.link_wrapper_for(link);
         match wrapper.is_active() {
@@ -55,9 +73,17 @@ fn scan_links(nvml: &Nvml, index: u32, buses: &[Option<PciAddr>]) -> Result<GpuL
             Ok(false) => continue,
             // PCIe-only GPU, or past the links this GPU has.
             Err(NvmlError::NotSupported | NvmlError::InvalidArg) => break,
-            Err(e) => return Err(InventoryError::nvml("nvmlDeviceGetNvLinkState", Some(index), e)),
+            Err(e) => {
+                return Err(InventoryError::nvml(
+                    "nvmlDeviceGetNvLinkState",
+                    Some(index),
+                    e,
+                ));
+            }
         }
-        let remote = wrapper.remote_pci_info().ctx("nvmlDeviceGetNvLinkRemotePciInfo_v2", Some(index))?;
+        let remote = wrapper
+            .remote_pci_info()
+            .ctx("nvmlDeviceGetNvLinkRemotePciInfo_v2", Some(index))?;
         let addr = PciAddr::parse(&remote.bus_id);
         if let Some(peer) = addr.and_then(|a| buses.iter().position(|b| *b == Some(a))) {
             out.to_gpu[peer] += 1;
@@ -72,8 +98,12 @@ fn scan_links(nvml: &Nvml, index: u32, buses: &[Option<PciAddr>]) -> Result<GpuL
 
 fn pcie_level(nvml: &Nvml, a: u32, b: u32) -> Result<PcieLevel, InventoryError> {
     let call = "nvmlDeviceGetTopologyCommonAncestor";
-    let da = nvml.device_by_index(a).ctx("nvmlDeviceGetHandleByIndex_v2", Some(a))?;
-    let db = nvml.device_by_index(b).ctx("nvmlDeviceGetHandleByIndex_v2", Some(b))?;
+    let da = nvml
+        .device_by_index(a)
+        .ctx("nvmlDeviceGetHandleByIndex_v2", Some(a))?;
+    let db = nvml
+        .device_by_index(b)
+        .ctx("nvmlDeviceGetHandleByIndex_v2", Some(b))?;
     let level = da.topology_common_ancestor(db).ctx(call, Some(a))?;
     PcieLevel::from_nvml_level(level.as_c()).ok_or_else(|| InventoryError::Unexpected {
         call,
@@ -90,7 +120,10 @@ pub fn link_matrix(nvml: &Nvml, buses: &[Option<PciAddr>]) -> Result<LinkMatrix,
     for (i, bus) in buses.iter().enumerate() {
         links.push(match bus {
             Some(_) => scan_links(nvml, i as u32, buses)?,
-            None => GpuLinks { to_gpu: vec![0; n], ..GpuLinks::default() },
+            None => GpuLinks {
+                to_gpu: vec![0; n],
+                ..GpuLinks::default()
+            },
         });
     }
     let mut matrix = LinkMatrix::uniform(n, Link::Pcie(PcieLevel::Sys));
@@ -124,8 +157,14 @@ mod tests {
 
     #[test]
     fn pci_addresses_compare_across_spellings() {
-        assert_eq!(PciAddr::parse("00000000:0f:00.0"), PciAddr::parse("0000:0F:00.0"));
-        assert_ne!(PciAddr::parse("00000000:0F:00.0"), PciAddr::parse("00000000:0F:00.1"));
+        assert_eq!(
+            PciAddr::parse("00000000:0f:00.0"),
+            PciAddr::parse("0000:0F:00.0")
+        );
+        assert_ne!(
+            PciAddr::parse("00000000:0F:00.0"),
+            PciAddr::parse("00000000:0F:00.1")
+        );
         assert_eq!(PciAddr::parse("junk"), None);
     }
 }

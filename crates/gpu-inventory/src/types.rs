@@ -18,7 +18,9 @@ impl GpuHealth {
     }
 
     pub(crate) fn lost() -> GpuHealth {
-        GpuHealth::Unhealthy { reason: "GPU is lost (fell off the bus)".to_string() }
+        GpuHealth::Unhealthy {
+            reason: "GPU is lost (fell off the bus)".to_string(),
+        }
     }
 }
 
@@ -90,7 +92,11 @@ pub struct NodeInventory {
 pub struct ProcessSample {
     pub pid: u32,
     /// `None` when NVML cannot tell (e.g. under WDDM).
-    #[serde(default, rename = "usedMemoryMiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "usedMemoryMiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub used_memory_mib: Option<u64>,
 }
 

@@ -71,5 +71,3 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
     unsafe { std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), name, text.len()) };
     SUCCESS
 }
-
-fn main() {}

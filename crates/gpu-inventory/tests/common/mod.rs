@@ -59,14 +59,13 @@ pub fn fake_lib() -> PathBuf {
     newest(&candidates).expect("fake NVML built")
 }
 
-/// The deliberately incomplete NVML (an example cdylib of the fake's crate), built on demand.
+/// The deliberately incomplete NVML (an example cdylib of the fake's crate). Examples of a
+/// dependency are not built by `cargo test`, so build it (a no-op when fresh) once per process.
 pub fn partial_lib() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let _g = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    let path = profile_dir().join("examples/libpartial_nvml.so");
-    if !path.exists() {
-        cargo_build(&["--example", "partial_nvml"]);
-    }
-    path
+    BUILT.call_once(|| cargo_build(&["--example", "partial_nvml"]));
+    profile_dir().join("examples/libpartial_nvml.so")
 }
 
 /// A private copy of the fake library, removed on drop.

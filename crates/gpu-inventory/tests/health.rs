@@ -8,8 +8,9 @@ use serde_json::json;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-/// Script times are fixture seconds; 10x speed keeps tests short but well clear of setup time.
-const SCALE: (&str, &str) = ("MUSTER_FAKE_NVML_TIME_SCALE", "10");
+/// Script times are fixture seconds; 4x speed keeps tests short (events from 0.5 s real) yet well
+/// clear of setup time on a loaded machine (events before registration are not delivered).
+const SCALE: (&str, &str) = ("MUSTER_FAKE_NVML_TIME_SCALE", "4");
 
 fn config() -> WatchConfig {
     WatchConfig {

@@ -272,14 +272,13 @@ impl Machine {
             )
     }
 
-    /// Stable UUID of MIG instance `k` of `gpu`, derived from the parent's.
+    /// Stable UUID of MIG instance `k` of `gpu`: the parent's with the first byte of its last
+    /// group replaced by `k`, so it keeps the 8-4-4-4-12 shape.
     pub fn mig_uuid(&self, gpu: usize, k: usize) -> String {
         let parent = self.spec.gpus[gpu].uuid.trim_start_matches("GPU-");
-        let tail = parent
-            .get(parent.len().saturating_sub(10)..)
-            .unwrap_or(parent);
-        let head = parent.get(..parent.len().saturating_sub(12)).unwrap_or("");
-        format!("MIG-{head}-{k:02x}{tail}")
+        let head = parent.get(..24).unwrap_or(parent);
+        let tail = parent.get(26..).unwrap_or("");
+        format!("MIG-{head}{:02x}{tail}", k % 256)
     }
 
     /// PCI device id (device << 16 | NVIDIA vendor id) for the fixture's model.
@@ -357,7 +356,7 @@ mod tests {
     fn mig_instances_are_sized_from_the_profile() {
         let m = machine("a100-pcie-mig");
         assert_eq!(m.mig_instance_mib(0), 10 * 1024);
-        assert!(m.mig_uuid(0, 3).starts_with("MIG-"));
+        assert_eq!(m.mig_uuid(0, 3), "MIG-c3a4a326-e597-0934-b2dd-03626b68d815");
         assert_ne!(m.mig_uuid(0, 3), m.mig_uuid(0, 4));
         assert!(m.mig_capable());
     }

@@ -1,0 +1,93 @@
+//! Where the control-plane binaries come from: `$MUSTER_TOOLS_BIN`, or the cache that
+//! `tests/tools/build.sh` fills (and prints), building it on first use so that a plain
+//! `cargo test` works on a fresh machine with Go installed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming a directory that already holds every binary.
+pub const TOOLS_BIN_ENV: &str = "MUSTER_TOOLS_BIN";
+
+/// The build script, located from this crate's source directory (tests/harness).
+pub fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/build.sh")
+}
+
+/// Directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, and
+/// `../stages/fast.yaml` beside it.
+///
+/// Builds them if needed. build.sh serialises concurrent builders with a lock file in the
+/// cache, so parallel test binaries wait for one build instead of racing; within this process
+/// the answer is computed once.
+pub fn bin_dir() -> Result<PathBuf> {
+    static CACHED: Mutex<Option<PathBuf>> = Mutex::new(None);
+    if let Some(dir) = std::env::var_os(TOOLS_BIN_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    // A poisoned lock only means another test panicked while building; the cache is still valid.
+    let mut cached = CACHED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = cached.as_ref() {
+        return Ok(dir.clone());
+    }
+    let dir = run_build_script()?;
+    *cached = Some(dir.clone());
+    Ok(dir)
+}
+
+/// Stage configuration for kwok that build.sh extracted next to the bin directory.
+pub fn stages_file(bin_dir: &Path) -> PathBuf {
+    bin_dir
+        .parent()
+        .map(|p| p.join("stages/fast.yaml"))
+        .unwrap_or_else(|| PathBuf::from("stages/fast.yaml"))
+}
+
+fn run_build_script() -> Result<PathBuf> {
+    let script = build_script();
+    let fail = |detail: String| Error::ToolsBuild {
+        script: script.clone(),
+        detail,
+    };
+    tracing::info!(script = %script.display(), "locating control-plane binaries (builds them on first use)");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .arg("core")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run bash: {e}")))?;
+    // Relay build progress live (a cold build takes many minutes) and keep the tail for the error.
+    let stderr = child.stderr.take();
+    let relay = std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        if let Some(stderr) = stderr {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                eprintln!("{line}");
+                tail.push(line);
+                if tail.len() > 15 {
+                    tail.remove(0);
+                }
+            }
+        }
+        tail.join("\n")
+    });
+    let output = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting for the script: {e}")))?;
+    let tail = relay.join().unwrap_or_default();
+    if !output.status.success() {
+        return Err(fail(format!("{}\n{tail}", output.status)));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| fail("the script printed no directory".into()))?;
+    Ok(PathBuf::from(dir))
+}

@@ -259,3 +259,88 @@ impl TestCluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(node: &Node) -> &BTreeMap<String, String> {
+        node.metadata.labels.as_ref().unwrap()
+    }
+
+    #[test]
+    fn fixture_nodes_carry_gfd_labels_and_gpu_capacity() {
+        let nodes = NodeSpec {
+            rack: Some("r7".into()),
+            ..NodeSpec::fixture("dgx-a100", 3)
+        }
+        .nodes()
+        .unwrap();
+        assert_eq!(nodes.len(), 3);
+        let node = &nodes[2];
+        assert_eq!(node.metadata.name.as_deref(), Some("dgx-a100-2"));
+        let l = labels(node);
+        assert_eq!(l[names::LABEL_TOPOLOGY_FIXTURE], "dgx-a100");
+        assert_eq!(l[gfd::PRODUCT], "NVIDIA-A100-SXM4-80GB");
+        assert_eq!(l[gfd::COUNT], "8");
+        assert_eq!(l[gfd::MEMORY], "81920");
+        assert_eq!(l[gfd::FAMILY], "ampere");
+        assert_eq!(l[names::LABEL_RACK], "r7");
+        assert!(!l.contains_key(gfd::CLIQUE));
+        let status = node.status.as_ref().unwrap();
+        assert_eq!(
+            status.capacity.as_ref().unwrap()[names::GPU_RESOURCE].0,
+            "8"
+        );
+        assert_eq!(
+            status.allocatable.as_ref().unwrap()[names::GPU_RESOURCE].0,
+            "8"
+        );
+        let annotations = node.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[KWOK_NODE_ANNOTATION], "fake");
+    }
+
+    #[test]
+    fn racks_split_the_batch_and_number_the_nvlink_domain() {
+        let spec = NodeSpec {
+            nodes_per_rack: Some(18),
+            ..NodeSpec::fixture("gb200-nvl72", 36)
+        };
+        let nodes = spec.nodes().unwrap();
+        assert_eq!(labels(&nodes[17])[names::LABEL_RACK], "rack-0");
+        assert_eq!(labels(&nodes[18])[names::LABEL_RACK], "rack-1");
+        assert_eq!(labels(&nodes[17])[gfd::CLIQUE], "nvl72-a.0");
+        assert_eq!(labels(&nodes[35])[gfd::CLIQUE], "nvl72-a.1");
+    }
+
+    #[test]
+    fn explicit_gpus_and_labels_win() {
+        let mut spec = NodeSpec::fixture("dgx-h100", 1);
+        spec.gpus = Some(4);
+        spec.labels.insert(gfd::PRODUCT.into(), "custom".into());
+        let nodes = spec.nodes().unwrap();
+        assert_eq!(labels(&nodes[0])[gfd::COUNT], "4");
+        assert_eq!(labels(&nodes[0])[gfd::PRODUCT], "custom");
+    }
+
+    #[test]
+    fn cpu_only_nodes_have_no_gpu_resource() {
+        let nodes = NodeSpec::default().nodes().unwrap();
+        let capacity = nodes[0].status.as_ref().unwrap().capacity.clone().unwrap();
+        assert!(!capacity.contains_key(names::GPU_RESOURCE));
+        assert!(!labels(&nodes[0]).contains_key(gfd::PRODUCT));
+    }
+
+    #[test]
+    fn unknown_fixture_and_empty_racks_are_errors() {
+        assert!(matches!(
+            NodeSpec::fixture("no-such-machine", 1).nodes(),
+            Err(Error::Fixture(_))
+        ));
+        let spec = NodeSpec {
+            nodes_per_rack: Some(0),
+            ..NodeSpec::default()
+        };
+        assert!(matches!(spec.nodes(), Err(Error::NodeSpec(_))));
+    }
+}

@@ -14,7 +14,8 @@ pub const TOOLS_BIN_ENV: &str = "MUSTER_TOOLS_BIN";
 
 /// The build script, located from this crate's source directory (tests/harness).
 pub fn build_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/build.sh")
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness.parent().unwrap_or(harness).join("tools/build.sh")
 }
 
 /// Directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, and

@@ -25,7 +25,7 @@ die() { log "error: $*"; exit 1; }
 
 key="$K8S_VERSION-$(cd "$here" && cat versions.env ./*/go.mod ./*/go.sum <(echo "$FLAGS_REV") |
   sha256sum | cut -c1-12)"
-root="${MUSTER_TOOLS_DIR:-$HOME/.cache/muster/tools}"
+root="${MUSTER_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:?set HOME or MUSTER_TOOLS_DIR}/.cache}/muster/tools}"
 out="$root/$key"
 bin="$out/bin"
 

@@ -113,11 +113,22 @@ async fn a_port_in_use_is_reported() {
 
 #[test]
 fn build_script_without_go_says_so() {
+    // A PATH with only what build.sh needs before it looks for Go (a system-wide Go in
+    // /usr/bin must not turn this into a real build).
+    let path = tempfile::tempdir().unwrap();
+    for tool in ["bash", "cat", "cut", "dirname", "sha256sum"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found in /usr/bin or /bin"));
+        symlink(found, path.path().join(tool)).unwrap();
+    }
     let cache = tempfile::tempdir().unwrap();
-    let output = Command::new("bash")
+    let output = Command::new(path.path().join("bash"))
         .arg(muster_testcluster::build_script())
         .arg("core")
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", path.path())
         .env("MUSTER_TOOLS_DIR", cache.path())
         .output()
         .unwrap();

@@ -42,8 +42,12 @@ complete() {
 # Fast path: nothing to build, no Go needed (the harness calls this before every cluster).
 if complete; then echo "$bin"; exit 0; fi
 
-command -v go >/dev/null 2>&1 ||
-  die "the Go toolchain ('go', >= 1.26) is not on PATH; it is needed once to build ${wanted[*]} into $bin (see tests/tools/README.md)"
+# The Go toolchain: $MUSTER_GO, else `go` on PATH, else the official tarball's location (CI
+# environments do not always put /usr/local/go/bin on PATH).
+go_bin="${MUSTER_GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+[ -x "$go_bin" ] ||
+  die "the Go toolchain ('go', >= 1.26) was not found (PATH, /usr/local/go/bin, \$MUSTER_GO=${MUSTER_GO:-unset}); it is needed once to build ${wanted[*]} into $bin (see tests/tools/README.md)"
+export PATH="$(dirname "$go_bin"):$PATH"
 
 mkdir -p "$bin" "$out/stages"
 # Serialise concurrent builders (parallel test processes, CI jobs): the loser waits, then finds

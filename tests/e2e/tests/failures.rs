@@ -129,6 +129,8 @@ fn build_script_without_go_says_so() {
         .arg(muster_testcluster::build_script())
         .arg("core")
         .env("PATH", path.path())
+        // Also hides the fallback to /usr/local/go/bin/go.
+        .env("MUSTER_GO", path.path().join("go"))
         .env("MUSTER_TOOLS_DIR", cache.path())
         .output()
         .unwrap();

@@ -1,0 +1,83 @@
+//! Command-line options (also the library's run configuration, so tests use the same flags).
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Replays a GPU job trace (or a seeded Philly-like synthetic workload) on a simulated cluster
+/// under Muster's placement core and two baselines, and compares them.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "muster-sim", version)]
+pub struct Args {
+    /// Philly trace to replay (`philly-jobs.csv` or a Pollux `philly-workload-*.csv` sample);
+    /// without it a synthetic workload is generated.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Part of the trace to replay, as offsets from its first submission: `30d..32d`, `12h..`.
+    #[arg(long, value_name = "START..[END]")]
+    pub window: Option<String>,
+    /// Synthetic: number of jobs [default: 20000]. Trace: at most this many jobs from the window's start.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Trace: multiply arrival times by this (0.5 replays twice as fast, doubling the load).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub time_scale: f64,
+    /// Trace: skip malformed rows (with a warning) instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Seed of the synthetic workload, of the high-priority draw and of trace-sample durations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Synthetic: average offered load on the cluster (work / capacity over the arrival span).
+    #[arg(long, default_value_t = 0.9)]
+    pub load: f64,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 64)]
+    pub nodes: usize,
+    /// Machine fixture of every node (dgx-a100, dgx-h100, dgx1-v100, l4-pcie-2s, a100-pcie-mig,
+    /// gb200-nvl72) or a fixture JSON path; sets GPUs per node and their links.
+    #[arg(long, default_value = "dgx-a100")]
+    pub topology: String,
+    /// Check that the topology has this many GPUs per node (it comes from the fixture).
+    #[arg(long)]
+    pub gpus_per_node: Option<u32>,
+    /// Split nodes into this many racks (NVLink domains / rack labels) of consecutive nodes.
+    #[arg(long)]
+    pub racks: Option<usize>,
+    /// Fraction of jobs with high priority (they may preempt under `muster`).
+    #[arg(long, default_value_t = 0.05)]
+    pub high_priority: f64,
+    /// Policies to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "muster,fifo,greedy")]
+    pub policies: Vec<String>,
+    /// muster: gangs from the head of the queue planned per cycle.
+    #[arg(long, default_value_t = 256)]
+    pub plan_window: usize,
+    /// muster: seconds a blocked gang waits before it reserves nodes.
+    #[arg(long, default_value_t = 300)]
+    pub reserve_after: u64,
+    /// muster: gangs that may hold reservations at once.
+    #[arg(long, default_value_t = 2)]
+    pub max_reservations: usize,
+    /// muster: disable preemption.
+    #[arg(long)]
+    pub no_preemption: bool,
+    /// Preempted jobs resume from a checkpoint taken every this many seconds of work
+    /// (0 = restart from scratch).
+    #[arg(long, default_value_t = 1800)]
+    pub checkpoint_every: u64,
+    /// Stop each policy this many simulated days after the last arrival, finished or not.
+    #[arg(long, default_value_t = 90.0)]
+    pub drain_days: f64,
+    /// Where to write summary.json and allocation.svg.
+    #[arg(long, default_value = "out/sim")]
+    pub out: PathBuf,
+    /// Run the policies one after another instead of on parallel threads.
+    #[arg(long)]
+    pub sequential: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args::parse_from(["muster-sim"])
+    }
+}

@@ -3,6 +3,7 @@
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use muster_sim::{Args, report};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -29,12 +30,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", report::table::render(&results));
-    println!("\n{}", report::table::timings(&results));
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", report::table::render(&results));
+    let _ = writeln!(out, "\n{}", report::table::timings(&results));
     match report::write(&args.out, &results) {
         Ok(paths) => {
             let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            println!(
+            let _ = writeln!(
+                out,
                 "wrote {} in {:.1} s",
                 shown.join(", "),
                 began.elapsed().as_secs_f64()

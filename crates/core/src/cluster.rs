@@ -5,9 +5,10 @@
 
 use crate::gpu_choice::{GpuMask, GpuTable, mask_of};
 use crate::model::{GangKey, GpuInfo, NodeInfo, PlacedPod, PodId, Resources};
+use crate::placement::{StaticFit, StaticKey};
 use muster_api::LinkMatrix;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClusterError {
@@ -40,6 +41,15 @@ pub(crate) struct NodeFree {
 impl NodeFree {
     /// How many pods of `req` fit.
     pub fn capacity_for(&self, req: &Resources) -> u32 {
+        // Cheap comparisons first: most nodes in a busy cluster fit nothing.
+        let gpus = self.gpu_budget.min(self.gpus.count_ones());
+        if gpus < req.gpus
+            || self.cpu_millis < req.cpu_millis
+            || self.memory_bytes < req.memory_bytes
+            || self.pods < req.pods
+        {
+            return 0;
+        }
         let div = |have: u64, want: u64| {
             if want == 0 {
                 u32::MAX
@@ -47,7 +57,6 @@ impl NodeFree {
                 u32::try_from(have / want).unwrap_or(u32::MAX)
             }
         };
-        let gpus = self.gpu_budget.min(self.gpus.count_ones());
         div(self.cpu_millis, req.cpu_millis)
             .min(div(self.memory_bytes, req.memory_bytes))
             .min(div(u64::from(self.pods), u64::from(req.pods)))
@@ -81,6 +90,15 @@ pub(crate) struct NodeSlot {
     pub present: bool,
 }
 
+/// What the placement scan reads per node, kept apart from [`NodeSlot`] so that scanning
+/// thousands of nodes stays in cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NodeHot {
+    pub domain: Option<u32>,
+    pub table: u32,
+    pub has_gpus: bool,
+}
+
 /// Pods of one gang that hold resources.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunningGang {
@@ -97,11 +115,15 @@ pub(crate) struct RunningGang {
 pub struct Cluster {
     pub(crate) nodes: Vec<NodeSlot>,
     pub(crate) free: Vec<NodeFree>,
+    pub(crate) hot: Vec<NodeHot>,
     by_name: HashMap<String, usize>,
-    tables: Vec<Arc<GpuTable>>,
+    pub(crate) tables: Vec<Arc<GpuTable>>,
     pub(crate) domains: Vec<String>,
     pods: HashMap<PodId, PlacedPod>,
     pub(crate) gangs: BTreeMap<GangKey, RunningGang>,
+    /// Nodes passing each (selector, tolerations) pair's static filters; cleared when nodes
+    /// change. Shared by planning cycles, which only read the cluster.
+    pub(crate) static_fits: Mutex<HashMap<StaticKey, Arc<StaticFit>>>,
 }
 
 impl Cluster {
@@ -189,6 +211,7 @@ impl Cluster {
                 })
                 .collect();
         }
+        self.invalidate_static_fits();
         let table = self.table_for(&info);
         let domain = info.domain.clone().map(|d| self.intern_domain(d));
         let healthy = mask_of(
@@ -210,9 +233,19 @@ impl Cluster {
                     present: true,
                 });
                 self.free.push(NodeFree::default());
+                self.hot.push(NodeHot::default());
                 self.by_name.insert(info.name.clone(), self.nodes.len() - 1);
                 self.nodes.len() - 1
             }
+        };
+        self.hot[idx] = NodeHot {
+            domain,
+            table: self
+                .tables
+                .iter()
+                .position(|t| Arc::ptr_eq(t, &table))
+                .unwrap_or(0) as u32,
+            has_gpus: info.allocatable.gpus > 0,
         };
         let slot = &mut self.nodes[idx];
         slot.info = info;
@@ -226,9 +259,18 @@ impl Cluster {
 
     /// Removes a node; its pods stay recorded until removed (they are gone with it in reality).
     pub fn remove_node(&mut self, name: &str) {
+        self.invalidate_static_fits();
         if let Some(&i) = self.by_name.get(name) {
             self.nodes[i].present = false;
             self.free[i] = NodeFree::default();
+        }
+    }
+
+    fn invalidate_static_fits(&mut self) {
+        if let Ok(cache) = self.static_fits.get_mut() {
+            cache.clear();
+        } else {
+            self.static_fits = Mutex::default();
         }
     }
 

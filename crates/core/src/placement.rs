@@ -54,7 +54,7 @@ pub(crate) struct Shortfall {
     pub matching_gpus_total: u64,
 }
 
-type StaticKey = (Vec<LabelRequirement>, Vec<Toleration>);
+pub(crate) type StaticKey = (Vec<LabelRequirement>, Vec<Toleration>);
 
 /// A planning cycle's scratch state over a [`Cluster`].
 pub(crate) struct Work<'c> {
@@ -62,7 +62,6 @@ pub(crate) struct Work<'c> {
     pub free: Vec<NodeFree>,
     /// Gang (by planning order) holding a reservation on each node.
     pub reserved_by: Vec<Option<u32>>,
-    static_fits: HashMap<StaticKey, Arc<StaticFit>>,
     undo: Vec<(u32, NodeFree)>,
 }
 
@@ -72,7 +71,6 @@ impl<'c> Work<'c> {
             cluster,
             free: cluster.free.clone(),
             reserved_by: vec![None; cluster.free.len()],
-            static_fits: HashMap::new(),
             undo: Vec::new(),
         }
     }
@@ -83,19 +81,24 @@ impl<'c> Work<'c> {
             cluster: self.cluster,
             free,
             reserved_by: self.reserved_by.clone(),
-            static_fits: self.static_fits.clone(),
             undo: Vec::new(),
         }
     }
 
     pub fn static_fit(
-        &mut self,
+        &self,
         selector: &[LabelRequirement],
         tolerations: &[Toleration],
     ) -> Arc<StaticFit> {
         let key = (selector.to_vec(), tolerations.to_vec());
-        if let Some(f) = self.static_fits.get(&key) {
-            return f.clone();
+        if let Some(f) = self
+            .cluster
+            .static_fits
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return f;
         }
         let mut fit = StaticFit::default();
         for (i, slot) in self.cluster.nodes.iter().enumerate() {
@@ -117,7 +120,9 @@ impl<'c> Work<'c> {
             }
         }
         let fit = Arc::new(fit);
-        self.static_fits.insert(key, fit.clone());
+        if let Ok(mut cache) = self.cluster.static_fits.lock() {
+            cache.insert(key, fit.clone());
+        }
         fit
     }
 
@@ -178,13 +183,18 @@ impl<'c> Work<'c> {
                 reserved_skipped += 1;
                 continue;
             }
-            let cap = self.free[i as usize].capacity_for(&res).min(want);
+            let free = &self.free[i as usize];
+            let cap = if want == 1 {
+                u32::from(free.capacity_for(&res) > 0)
+            } else {
+                free.capacity_for(&res).min(want)
+            };
             if cap > 0 {
                 total = total.saturating_add(cap);
                 cands.push(Cand {
                     node: i,
                     cap,
-                    domain: self.cluster.nodes[i as usize].domain,
+                    domain: self.cluster.hot[i as usize].domain,
                 });
             }
         }
@@ -202,7 +212,21 @@ impl<'c> Work<'c> {
             if remaining == 0 {
                 break;
             }
-            group.sort_by_key(|c| {
+            if remaining == 1 {
+                // One member: the best-ranked node, no sorting.
+                let best = group
+                    .iter()
+                    .min_by_key(|c| (self.rank(c.node, 1, &res), c.node));
+                let (Some(best), Some(member)) = (best, members.next()) else {
+                    continue;
+                };
+                if !self.assign(best.node, member, out) {
+                    return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+                }
+                remaining = 0;
+                break;
+            }
+            group.sort_by_cached_key(|c| {
                 (
                     std::cmp::Reverse(c.cap),
                     self.rank(c.node, c.cap, &res),
@@ -279,9 +303,9 @@ impl<'c> Work<'c> {
     /// CPU-only pods prefer nodes without GPUs.
     fn rank(&self, node: u32, pods: u32, res: &Resources) -> (u64, u64, u64) {
         let free = &self.free[node as usize];
-        let slot = &self.cluster.nodes[node as usize];
+        let hot = &self.cluster.hot[node as usize];
         if res.gpus == 0 {
-            let has_gpus = u64::from(slot.info.allocatable.gpus > 0);
+            let has_gpus = u64::from(hot.has_gpus);
             return (
                 has_gpus,
                 free.cpu_millis - u64::from(pods) * res.cpu_millis,
@@ -290,7 +314,8 @@ impl<'c> Work<'c> {
         }
         let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
         let leftover = u64::from(free_gpus.saturating_sub(pods * res.gpus));
-        let quality = u64::from(slot.table.best_per_pair(free.gpus, res.gpus));
+        let quality =
+            u64::from(self.cluster.tables[hot.table as usize].best_per_pair(free.gpus, res.gpus));
         (
             leftover,
             u64::MAX - quality,

@@ -109,6 +109,15 @@ impl Cluster {
         let mut plan = Plan::default();
         let mut evicted: HashSet<GangKey> = HashSet::new();
         let mut reservations = 0;
+        // Preemption can only help a gang above the lowest evictable priority, or one that can
+        // count on terminating pods: skip the search for everyone else.
+        let lowest_victim = self
+            .gangs
+            .values()
+            .filter(|g| g.preemptible && !g.terminating)
+            .map(|g| g.priority)
+            .min();
+        let any_terminating = self.gangs.values().any(|g| g.terminating);
         for (rank, &gi) in order(pending).iter().enumerate() {
             let gang = &pending[gi];
             let holder = u32::try_from(rank).ok();
@@ -144,7 +153,9 @@ impl Cluster {
                 }
                 Err(shortfall) => {
                     let (reason, mut message) = explain::shortfall(&shortfall);
-                    if !reason.unresolvable() && config.preemption {
+                    let may_help =
+                        any_terminating || lowest_victim.is_some_and(|p| p < gang.priority);
+                    if !reason.unresolvable() && config.preemption && may_help {
                         match preemption::search(&mut work, gang, core, holder, &evicted, config) {
                             preemption::Outcome::Preempt(p) => {
                                 evicted.extend(p.victims.iter().map(|v| v.gang.clone()));

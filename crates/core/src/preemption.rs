@@ -2,9 +2,11 @@
 //! the whole preemptor fit.
 //!
 //! Victims are only gangs of strictly lower priority that run on nodes the preemptor could use.
-//! They are tried cheapest first (lowest priority, fewest GPUs, most recently started); a binary
-//! search finds the shortest prefix that makes room (room only grows with more victims), then
-//! a bounded pass drops victims that turn out unnecessary. Victim gangs are evicted whole, so
+//! Lower priority levels are exhausted before higher ones are touched. Within a level, nodes
+//! are bought cheapest first: for each node, the cheapest victims (fewest GPUs, most recently
+//! started) that open room on it, priced per member they make room for; if that estimate does
+//! not verify, a binary search finds the shortest cheapest-first prefix that does. A bounded
+//! pass then drops victims that turn out unnecessary. Victim gangs are evicted whole, so
 //! no victim is ever left running below its minimum.
 
 use crate::cluster::{NodeFree, RunningGang};
@@ -12,7 +14,7 @@ use crate::gpu_choice::mask_of;
 use crate::model::{Gang, GangKey, PodRequest};
 use crate::placement::{Assignment, Work};
 use crate::planner::{PlannerConfig, Preemption, Victim};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub(crate) enum Outcome {
     Preempt(Preemption),
@@ -92,29 +94,47 @@ pub(crate) fn search(
         }
         work.fork(free).place(members, holder).ok()
     };
-    let all: Vec<usize> = (0..candidates.len()).collect();
-    if try_set(work, &all).is_none() {
+    // Lowest priorities first: only reach for a higher level when the lower ones cannot help.
+    let mut levels: Vec<i32> = candidates.iter().map(|(_, g)| g.priority).collect();
+    levels.dedup();
+    let mut found = None;
+    for level in levels {
+        let pool: Vec<usize> = (0..candidates.len())
+            .filter(|&v| candidates[v].1.priority <= level)
+            .collect();
+        let greedy = by_node(work, &base, members, &candidates, &pool, &relevant);
+        if try_set(work, &greedy).is_some() {
+            found = Some(greedy);
+            break;
+        }
+        // The per-node estimate can miss (CPU, domains, several shapes): shortest working
+        // prefix of the cheapest-first order instead, found by binary search.
+        if try_set(work, &pool).is_some() {
+            let (mut lo, mut hi) = (1, pool.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if try_set(work, &pool[..mid]).is_some() {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            found = Some(pool[..lo].to_vec());
+            break;
+        }
+    }
+    let Some(mut chosen) = found else {
         return Outcome::Impossible(Some(format!(
             "preempting all {} lower-priority gang{} on matching nodes would still not make room",
             candidates.len(),
             if candidates.len() == 1 { "" } else { "s" }
         )));
-    }
-    // Shortest prefix of the cheapest-first order that makes room.
-    let (mut lo, mut hi) = (1, candidates.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if try_set(work, &all[..mid]).is_some() {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    let mut chosen: Vec<usize> = all[..lo].to_vec();
+    };
     // Drop victims that are not needed, most expensive first, within a bounded budget.
+    chosen.sort_unstable();
     let mut checks = 0;
-    for pos in (0..chosen.len().saturating_sub(1)).rev() {
-        if checks >= config.max_prune_checks {
+    for pos in (0..chosen.len()).rev() {
+        if checks >= config.max_prune_checks || chosen.len() == 1 {
             break;
         }
         checks += 1;
@@ -197,4 +217,87 @@ fn hold(work: &mut Work<'_>, assignments: &[Assignment], holder: Option<u32>) ->
         }
     }
     nodes
+}
+
+/// Victims chosen node by node: each node's cheapest victims that make room there, nodes taken
+/// in order of cost per member of room gained, until the biggest members' shape fits.
+fn by_node(
+    work: &Work<'_>,
+    base: &[NodeFree],
+    members: &[&PodRequest],
+    candidates: &[(&GangKey, &RunningGang)],
+    pool: &[usize],
+    relevant: &[bool],
+) -> Vec<usize> {
+    let cluster = work.cluster;
+    let Some(big) = members
+        .iter()
+        .max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis))
+    else {
+        return Vec::new();
+    };
+    let res = big.resources;
+    let want = members.iter().filter(|m| m.resources == res).count() as u32;
+    let in_pool: HashMap<&GangKey, usize> = pool.iter().map(|&v| (candidates[v].0, v)).collect();
+    let mut have = 0u32;
+    // (cost, gain, victims) per node.
+    let mut options: Vec<(u64, u32, Vec<usize>)> = Vec::new();
+    for (i, slot) in cluster.nodes.iter().enumerate() {
+        if !relevant[i] || !slot.present {
+            continue;
+        }
+        let cap0 = base[i].capacity_for(&res);
+        have = have.saturating_add(cap0);
+        let mut victims: Vec<usize> = slot
+            .pods
+            .iter()
+            .filter_map(|id| cluster.pod(id))
+            .filter_map(|p| in_pool.get(&p.gang).copied())
+            .collect();
+        victims.sort_unstable();
+        victims.dedup();
+        let mut free = base[i];
+        let mut cost = 0u64;
+        let mut taken = Vec::new();
+        for v in victims {
+            if free.capacity_for(&res) >= cap0.saturating_add(want) {
+                break;
+            }
+            for id in &candidates[v].1.pods {
+                if let Some(p) = cluster.pod(id).filter(|p| p.node == slot.info.name) {
+                    free.give_back(
+                        &p.resources,
+                        mask_of(p.gpus.iter().map(|&x| x as usize)),
+                        slot.healthy,
+                    );
+                }
+            }
+            cost += u64::from(candidates[v].1.gpus) + 1;
+            taken.push(v);
+        }
+        let gain = free.capacity_for(&res).saturating_sub(cap0);
+        if gain > 0 {
+            options.push((cost, gain.min(want), taken));
+        }
+    }
+    // Cheapest room per member first (cross-multiplied to stay in integers).
+    // Ties go to the node whose victims come first in cheapest-first order.
+    options.sort_by(|a, b| {
+        (u128::from(a.0) * u128::from(b.1))
+            .cmp(&(u128::from(b.0) * u128::from(a.1)))
+            .then_with(|| a.2.first().cmp(&b.2.first()))
+    });
+    let mut chosen: Vec<usize> = Vec::new();
+    for (_, gain, victims) in options {
+        if have >= want {
+            break;
+        }
+        have = have.saturating_add(gain);
+        for v in victims {
+            if !chosen.contains(&v) {
+                chosen.push(v);
+            }
+        }
+    }
+    chosen
 }

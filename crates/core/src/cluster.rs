@@ -51,11 +51,8 @@ impl NodeFree {
             return 0;
         }
         let div = |have: u64, want: u64| {
-            if want == 0 {
-                u32::MAX
-            } else {
-                u32::try_from(have / want).unwrap_or(u32::MAX)
-            }
+            have.checked_div(want)
+                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX))
         };
         div(self.cpu_millis, req.cpu_millis)
             .min(div(self.memory_bytes, req.memory_bytes))

@@ -131,7 +131,7 @@ impl<'c> Work<'c> {
         &mut self,
         pods: &[&PodRequest],
         holder: Option<u32>,
-    ) -> Result<Vec<Assignment>, Shortfall> {
+    ) -> Result<Vec<Assignment>, Box<Shortfall>> {
         let mut shapes: Vec<Vec<&PodRequest>> = Vec::new();
         for p in pods {
             match shapes.iter_mut().find(|s| same_shape(s[0], p)) {
@@ -168,7 +168,7 @@ impl<'c> Work<'c> {
         holder: Option<u32>,
         domain: &mut Option<u32>,
         out: &mut Vec<Assignment>,
-    ) -> Result<(), Shortfall> {
+    ) -> Result<(), Box<Shortfall>> {
         let first = shape[0];
         let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
@@ -350,7 +350,7 @@ impl<'c> Work<'c> {
         fit: &StaticFit,
         fit_now: u32,
         reserved: usize,
-    ) -> Shortfall {
+    ) -> Box<Shortfall> {
         let res = shape[0].resources;
         let mut sf = Shortfall {
             pods: u32::try_from(shape.len()).unwrap_or(u32::MAX),
@@ -377,7 +377,7 @@ impl<'c> Work<'c> {
                 sf.nodes_with_room += 1;
             }
         }
-        sf
+        Box::new(sf)
     }
 }
 

@@ -132,12 +132,10 @@ pub(crate) fn search(
     };
     // Drop victims that are not needed, most expensive first, within a bounded budget.
     chosen.sort_unstable();
-    let mut checks = 0;
-    for pos in (0..chosen.len()).rev() {
+    for (checks, pos) in (0..chosen.len()).rev().enumerate() {
         if checks >= config.max_prune_checks || chosen.len() == 1 {
             break;
         }
-        checks += 1;
         let mut without = chosen.clone();
         without.remove(pos);
         if try_set(work, &without).is_some() {

@@ -89,7 +89,7 @@ fn two_interleaved_gangs_one_runs_whole_the_other_waits_whole() {
     for i in 0..3 {
         c.remove_pod(&PodId(format!("ml/a-{i}")));
     }
-    let plan = commit_all(&mut c, &[b.clone()], 20);
+    let plan = commit_all(&mut c, std::slice::from_ref(&b), 20);
     assert_eq!(plan.placement_for(&b.key).unwrap().assignments.len(), 3);
 }
 
@@ -112,7 +112,7 @@ fn fragmentation_is_named_when_gpus_are_free_but_scattered() {
     }
     let g = Gang::uniform("ml", "big", 1, 8, 0, 1);
     let w = c
-        .plan(&[g.clone()], 1, &cfg())
+        .plan(std::slice::from_ref(&g), 1, &cfg())
         .waiting_for(&g.key)
         .cloned()
         .unwrap();
@@ -133,7 +133,7 @@ fn best_fit_keeps_whole_nodes_whole() {
     assert_eq!(nodes_used.len(), 1, "two 4-GPU pods share one node");
     let g = Gang::uniform("ml", "big", 2, 8, 0, 2);
     assert!(
-        c.plan(&[g.clone()], 2, &cfg())
+        c.plan(std::slice::from_ref(&g), 2, &cfg())
             .placement_for(&g.key)
             .is_some()
     );

@@ -61,7 +61,7 @@ pub fn render(r: &Results) -> String {
     row("stranded free GPUs (avg)", &|x| {
         format!("{:.1}", x.stranded_gpus_avg)
     });
-    row("8-GPU request blocked by frag.", &|x| {
+    row("whole-node request blocked by frag.", &|x| {
         pct(x.fragmentation_blocked)
     });
     row("partially placed jobs", &|x| x.partial_jobs.to_string());

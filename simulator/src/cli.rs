@@ -30,6 +30,10 @@ pub struct Args {
     /// Synthetic: average offered load on the cluster (work / capacity over the arrival span).
     #[arg(long, default_value_t = 0.9)]
     pub load: f64,
+    /// Synthetic: multiply the frequency of every multi-GPU gang size (1 = Philly's mix; 10
+    /// makes about 40 % of jobs gangs).
+    #[arg(long, default_value_t = 1.0)]
+    pub gang_weight: f64,
     /// Number of nodes.
     #[arg(long, default_value_t = 64)]
     pub nodes: usize,

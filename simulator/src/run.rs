@@ -100,6 +100,12 @@ fn check(args: &Args) -> Result<(), RunError> {
             args.drain_days
         ));
     }
+    if !(args.gang_weight >= 0.0 && args.gang_weight.is_finite()) {
+        return bad(format!(
+            "--gang-weight must be >= 0, got {}",
+            args.gang_weight
+        ));
+    }
     if args.policies.is_empty() {
         return bad("--policies is empty".into());
     }
@@ -143,6 +149,7 @@ pub fn workload(args: &Args, topo: &Topo) -> Result<Workload, RunError> {
                 load: args.load,
                 cluster_gpus: topo.gpu_total(),
                 max_gpus: u32::try_from(topo.gpu_total()).unwrap_or(u32::MAX),
+                gang_weight: args.gang_weight,
             });
             w.normalise();
             w

@@ -9,6 +9,7 @@ fn sample(jobs: usize, seed: u64) -> muster_sim::workload::Workload {
         load: 0.9,
         cluster_gpus: 512,
         max_gpus: 512,
+        gang_weight: 1.0,
     })
 }
 

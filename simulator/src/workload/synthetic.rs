@@ -86,6 +86,9 @@ pub struct SyntheticSpec {
     pub cluster_gpus: u64,
     /// Sizes above this are not drawn (the cluster could never run them).
     pub max_gpus: u32,
+    /// Multiplies the frequency of every multi-GPU size (1 = the trace's mix), to study
+    /// gang-heavy workloads.
+    pub gang_weight: f64,
 }
 
 fn pick<T: Copy>(rng: &mut Rng, table: &[(T, u32)]) -> T {
@@ -119,10 +122,22 @@ pub fn duration_quantile(gpus: u32, u: f64) -> f64 {
 
 pub fn generate(spec: &SyntheticSpec) -> Workload {
     let mut rng = Rng::new(spec.seed);
+    let weight = if spec.gang_weight.is_finite() && spec.gang_weight >= 0.0 {
+        spec.gang_weight
+    } else {
+        1.0
+    };
     let sizes: Vec<(u32, u32)> = SIZE_COUNTS
         .iter()
-        .copied()
         .filter(|(g, _)| *g <= spec.max_gpus.max(1))
+        .map(|&(g, c)| {
+            let c = if g > 1 {
+                (f64::from(c) * weight).round() as u32
+            } else {
+                c
+            };
+            (g, c)
+        })
         .collect();
     let mut jobs: Vec<Job> = (0..spec.jobs)
         .map(|id| {
@@ -152,8 +167,16 @@ pub fn generate(spec: &SyntheticSpec) -> Workload {
     }
     Workload {
         source: format!(
-            "synthetic Philly-like workload: {} jobs, seed {}, load {:.2} on {} GPUs",
-            spec.jobs, spec.seed, spec.load, spec.cluster_gpus
+            "synthetic Philly-like workload: {} jobs, seed {}, load {:.2} on {} GPUs{}",
+            spec.jobs,
+            spec.seed,
+            spec.load,
+            spec.cluster_gpus,
+            if weight == 1.0 {
+                String::new()
+            } else {
+                format!(", multi-GPU sizes x{weight}")
+            }
         ),
         jobs,
     }

@@ -37,5 +37,9 @@ fn json_and_svg_are_written() {
     let svg = std::fs::read_to_string(&paths[1]).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<polyline").count(), 3, "one line per policy");
+    let csv = std::fs::read_to_string(&paths[2]).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with("greedy_evictions"));
+    assert_eq!(lines.count(), r.workload.jobs);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -124,13 +124,15 @@ deepspeech2-2,326,deepspeech2,8,320
 }
 
 /// Runs two days of the real Philly trace when `../shared/traces` is beside the project
-/// (never committed); otherwise runs the synthetic workload and says so.
+/// (never committed); otherwise runs the synthetic workload and says so. 24 nodes, so that
+/// the window starts on a busy cluster (64 empty nodes would not queue within two days).
 #[test]
 fn real_trace_window_or_synthetic_stand_in() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
     let trace = dir.join("philly-jobs.csv");
     let r = if trace.exists() {
-        let r = common::run(&["--trace", trace.to_str().unwrap(), "--window", "40d..42d"]);
+        let path = trace.to_str().unwrap();
+        let r = common::run(&["--trace", path, "--window", "40d..42d", "--nodes", "24"]);
         println!("used the real trace {}", trace.display());
         assert!(r.workload.source.contains("philly-jobs.csv"));
         assert!(r.workload.jobs > 500, "two days hold ~1,500 jobs");
@@ -140,7 +142,7 @@ fn real_trace_window_or_synthetic_stand_in() {
             "{} is absent: used the synthetic workload instead of the real trace",
             trace.display()
         );
-        common::run(&["--jobs", "1500", "--nodes", "16"])
+        common::run(&["--jobs", "1500", "--nodes", "24"])
     };
     println!("{}", muster_sim::report::table::render(&r));
     for p in &r.policies {

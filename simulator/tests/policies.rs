@@ -20,10 +20,14 @@ fn job(id: usize, arrival: u64, duration: u64, gpus: u32) -> Job {
 }
 
 fn simulate(policy: &str, topo: &Topo, jobs: &[Job]) -> engine::RunOutput {
+    simulate_with(policy, topo, jobs, 0)
+}
+
+fn simulate_with(policy: &str, topo: &Topo, jobs: &[Job], checkpoint: u64) -> engine::RunOutput {
     let mut p = policies::by_name(policy, &MusterConfig::default()).unwrap();
     let limits = RunLimits {
         time_bound: 1_000_000,
-        checkpoint_secs: 0,
+        checkpoint_secs: checkpoint,
         metrics_until: jobs.last().unwrap().arrival.max(1),
     };
     engine::run(
@@ -74,6 +78,34 @@ fn greedy_deadlocks_where_gangs_do_not() {
         assert_eq!(r.partial_gpus_avg, 0.0, "{name}");
         assert!(r.deadlock.is_none(), "{name}");
     }
+}
+
+#[test]
+fn preempted_jobs_resume_from_their_last_checkpoint() {
+    let topo = Topo::new("dgx-a100", 1, None).unwrap();
+    let mut urgent = job(1, 4000, 5000, 8);
+    urgent.priority = muster_sim::workload::HIGH_PRIORITY;
+    let jobs = vec![job(0, 0, 10_000, 8), urgent];
+    let out = simulate_with("muster", &topo, &jobs, 1800);
+    let (low, high) = (&out.jobs[0], &out.jobs[1]);
+    assert_eq!(
+        high.first_start,
+        Some(4000),
+        "evicts the low-priority job at once"
+    );
+    assert_eq!(high.end, Some(9000));
+    assert_eq!(low.evictions, 1);
+    // Checkpoints at 1800 and 3600 s of work: 6400 s left after the restart at 9000.
+    assert_eq!(low.end, Some(15_400));
+    assert_eq!(out.report.preemptions, 1);
+    let lost = out.report.lost_gpu_hours;
+    assert!((lost - 400.0 * 8.0 / 3600.0).abs() < 1e-9, "{lost}");
+    // FIFO never preempts: the urgent job waits for the whole run.
+    let fifo = simulate_with("fifo", &topo, &jobs, 1800);
+    assert_eq!(fifo.jobs[1].first_start, Some(10_000));
+    // Restart from scratch when checkpoints are off.
+    let scratch = simulate_with("muster", &topo, &jobs, 0);
+    assert_eq!(scratch.jobs[0].end, Some(19_000));
 }
 
 #[test]

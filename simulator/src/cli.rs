@@ -57,10 +57,10 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub plan_window: usize,
     /// muster: seconds a blocked gang waits before it reserves nodes.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1800)]
     pub reserve_after: u64,
     /// muster: gangs that may hold reservations at once.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub max_reservations: usize,
     /// muster: disable preemption.
     #[arg(long)]

@@ -318,7 +318,7 @@ fn long_waiting_big_gang_reserves_nodes_small_gangs_cannot_take() {
     let early = c.plan(&[big.clone(), small.clone()], 10, &cfg());
     assert!(early.placement_for(&small.key).is_some());
     // After it, the big gang holds the nodes and the small one waits.
-    let late = c.plan(&[big.clone(), small.clone()], 1000, &cfg());
+    let late = c.plan(&[big.clone(), small.clone()], 4000, &cfg());
     assert_eq!(late.waiting_for(&big.key).unwrap().reserved_nodes.len(), 2);
     let w = late.waiting_for(&small.key).unwrap();
     assert!(
@@ -346,4 +346,28 @@ fn cpu_only_pods_avoid_gpu_nodes() {
         plan.placement_for(&g.key).unwrap().assignments[0].node,
         "cpu-0"
     );
+}
+
+#[test]
+fn reservation_holds_the_node_closest_to_free() {
+    let mut c = cluster("dgx-a100", 2);
+    let busy = |c: &mut Cluster, id: &str, node: &str, gpus: Vec<u32>| {
+        c.add_pod(muster_core::PlacedPod {
+            id: PodId(id.into()),
+            gang: GangKey::new("x", id),
+            node: node.into(),
+            resources: muster_core::Resources::new(1000, 1 << 30, gpus.len() as u32),
+            gpus,
+            priority: 0,
+            started_at: 0,
+            preemptible: true,
+            terminating: false,
+        })
+        .unwrap();
+    };
+    busy(&mut c, "seven", "n0", (0..7).collect());
+    busy(&mut c, "one", "n1", vec![0]);
+    let g = Gang::uniform("ml", "whole", 1, 8, 0, 0);
+    let plan = c.plan(std::slice::from_ref(&g), 4000, &cfg());
+    assert_eq!(plan.waiting_for(&g.key).unwrap().reserved_nodes, vec!["n1"]);
 }

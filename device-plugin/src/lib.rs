@@ -23,10 +23,12 @@
 //! - [`registration`]: the serve → register → watch-socket lifecycle.
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`.
 //! - [`plugin`]: wires it all together ([`plugin::Plugin::start`]).
+//! - [`fake_kubelet`]: the kubelet's device manager, faked for tests.
 
 pub mod allocator;
 pub mod config;
 pub mod devices;
+pub mod fake_kubelet;
 pub mod health;
 pub mod metrics;
 pub mod plugin;

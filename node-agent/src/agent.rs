@@ -62,6 +62,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut health_rx = gpus.health_events();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Readings of the last successful sample: series re-labelled between ticks (a pod came or
+    // went) get their values at once instead of vanishing until the next tick.
+    let mut last_sample = None;
     tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, gpus = view.gpu_count(), "node agent running");
     loop {
@@ -69,24 +72,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ = &mut shutdown => break,
             _ = ticker.tick() => {
                 let started = Instant::now();
-                let sample = gpus.sample(&metrics);
-                if let Some(s) = &sample {
+                // A failed sample keeps the previous readings (and counts the error).
+                if let Some(s) = gpus.sample(&metrics) {
                     view.lost = s.gpus.iter().map(|g| g.lost).collect();
+                    last_sample = Some(s);
                 }
                 view.health = gpus.health();
-                metrics.update(&view, sample.as_ref(), &pods_rx.borrow());
+                metrics.update(&view, last_sample.as_ref(), &pods_rx.borrow());
                 metrics.scrape_duration.set(started.elapsed().as_secs_f64());
                 metrics.collections.inc();
             }
             Some(event) = health_rx.recv() => {
                 tracing::info!(gpu = event.gpu_index, uuid = %event.gpu_uuid, xid = ?event.xid, healthy = event.healthy, cause = ?event.cause, "GPU health event");
                 view.health = gpus.health();
-                metrics.update(&view, None, &pods_rx.borrow());
+                metrics.update(&view, last_sample.as_ref(), &pods_rx.borrow());
             }
             Ok(()) = pods_rx.changed() => {
                 let pods = pods_rx.borrow_and_update().clone();
                 metrics.pod_resources_up.set(i64::from(pods.up));
-                metrics.update(&view, None, &pods);
+                metrics.update(&view, last_sample.as_ref(), &pods);
                 continue;
             }
         }

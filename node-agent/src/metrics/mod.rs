@@ -181,8 +181,8 @@ impl Metrics {
         })
     }
 
-    /// Refreshes every per-GPU series. `sample` is `None` when this tick's NVML sample failed:
-    /// readings keep their last values, health and allocation are still updated.
+    /// Refreshes every per-GPU series from the view, the last NVML sample (`None` before the
+    /// first one succeeded) and the kubelet's allocations.
     pub fn update(
         &self,
         view: &NodeView,

@@ -154,7 +154,7 @@ pub fn family_from_compute_capability((major, minor): (i32, i32)) -> Option<&'st
 pub fn family_from_name(model: &str) -> Option<&'static str> {
     let words: Vec<String> = model
         .to_ascii_uppercase()
-        .split(|c: char| c == ' ' || c == '-')
+        .split([' ', '-'])
         .map(str::to_string)
         .collect();
     let has = |prefix: &str| words.iter().any(|w| w.starts_with(prefix));

@@ -1,1 +1,113 @@
-fn main() {}
+//! `muster-scheduler`: wires configuration, the cluster cache, the engine and the HTTP server.
+
+use clap::Parser;
+use muster_scheduler::config::{Config, Flags};
+use muster_scheduler::engine::{Engine, EngineConfig};
+use muster_scheduler::extender::server::{AppState, router};
+use muster_scheduler::{cache::Cache, leader, metrics::Metrics};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let log_json = flags.log_json;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match run(flags).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("muster-scheduler: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(config: &Config) -> anyhow::Result<kube::Client> {
+    let kc = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| anyhow::anyhow!("finding the API server: {e}"))?,
+    };
+    let mut kc = kc;
+    // Binding whole gangs at once needs more than client-go's default 5 QPS-style trickle.
+    kc.read_timeout = Some(Duration::from_secs(60));
+    kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("building Kubernetes client: {e}"))
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let config = Config::resolve(flags)?;
+    let client = client(&config).await?;
+    let metrics = Metrics::new().map_err(|e| anyhow::anyhow!("registering metrics: {e}"))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+    tracing::info!(listen = %config.listen, "extender listening");
+
+    let cache = Cache::start(client.clone(), Duration::from_secs(60)).await?;
+    let engine = Engine::new(
+        cache,
+        client.clone(),
+        EngineConfig {
+            planner: config.planner.clone(),
+            barrier_timeout: config.barrier_timeout,
+            report: config.report,
+        },
+        metrics,
+    );
+    let leader = Arc::new(AtomicBool::new(!config.leader_elect));
+    if config.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("muster-{}", std::process::id()));
+        tokio::spawn(leader::run(
+            client.clone(),
+            leader::LeaseConfig {
+                namespace: config.lease_namespace.clone(),
+                name: "muster-scheduler".into(),
+                identity,
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(2),
+            },
+            leader.clone(),
+        ));
+    }
+    {
+        let (engine, leader, ready) = (engine.clone(), leader.clone(), ready.clone());
+        tokio::spawn(async move {
+            // Side effects (evictions, status) only while leading.
+            while !leader.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            ready.store(true, Ordering::Release);
+            engine.run_background().await;
+        });
+    }
+    let app = router(AppState { engine, ready });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("serving: {e}"))
+}

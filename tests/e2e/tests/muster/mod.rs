@@ -1,0 +1,335 @@
+//! Running Muster's scheduler against a test cluster: CRDs, the extender process, the
+//! kube-scheduler profile that calls it, and gang pods.
+
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds (if needed) and returns a workspace binary.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    target.join("debug").join(bin)
+}
+
+/// The extender process; killed on drop (and with the test process, via PDEATHSIG).
+pub struct Extender {
+    child: Option<Child>,
+    pub port: u16,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Extender {
+    pub fn start(cluster: &TestCluster, port: u16, extra: &[&str]) -> Extender {
+        let mut e = Extender {
+            child: None,
+            port,
+            kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+            log: cluster.dir().join("muster-scheduler.log"),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let bin = workspace_binary("muster-scheduler", "muster-scheduler");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let err = log.try_clone().expect("log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(&self.args)
+            .env("RUST_LOG", "info,muster_scheduler=debug")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("starting muster-scheduler"));
+    }
+
+    /// Waits until /readyz answers ok.
+    pub async fn ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(body) = http(self.port, "GET", "/readyz", "").await
+                && body.0 == 200
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "extender never became ready; log: {}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.ready().await;
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A metric's value from /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok((_, body)) = http(self.port, "GET", "/metrics", "").await else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Extender {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal HTTP/1.1 client for loopback calls: (status, body).
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// KubeSchedulerConfiguration with one profile, `muster`, calling the extender.
+pub fn scheduler_config(port: u16) -> String {
+    format!(
+        r#"apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: muster
+extenders:
+- urlPrefix: "http://127.0.0.1:{port}"
+  filterVerb: filter
+  prioritizeVerb: prioritize
+  preemptVerb: preempt
+  bindVerb: bind
+  weight: 1
+  nodeCacheCapable: true
+  httpTimeout: 120s
+"#
+    )
+}
+
+/// Installs Muster's CRDs from the chart and waits until they are served.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = repo_root().join("charts/muster/crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("crds dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("crd");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd yaml");
+        names.push(crd.metadata.name.clone().unwrap_or_default());
+        api.create(&PostParams::default(), &crd)
+            .await
+            .expect("create crd");
+    }
+    let started = Instant::now();
+    for name in names {
+        loop {
+            let crd = api.get(&name).await.expect("get crd");
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A cluster with Muster's CRDs, `nodes`, the extender and kube-scheduler's `muster` profile.
+pub async fn muster_cluster(nodes: &[NodeSpec], extender_args: &[&str]) -> (TestCluster, Extender) {
+    let port = muster_testcluster_port();
+    let cluster =
+        TestCluster::start(ClusterSpec::default().with_scheduler_config(scheduler_config(port)))
+            .await
+            .expect("cluster");
+    install_crds(&cluster.client()).await;
+    for spec in nodes {
+        cluster.add_gpu_nodes(spec).await.expect("nodes");
+    }
+    let ext = Extender::start(&cluster, port, extender_args);
+    ext.ready().await;
+    (cluster, ext)
+}
+
+fn muster_testcluster_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
+/// A gang member pod: `schedulerName: muster`, `gpus` GPUs, gang by annotation or label.
+pub fn member(name: &str, gang: Gang<'_>, gpus: u32, priority_class: Option<&str>) -> Pod {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {}, "annotations": {}},
+        "spec": {
+            "schedulerName": "muster",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "registry.example/train:1",
+                "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}, "requests": {"cpu": "1", "memory": "1Gi"}}}]
+        }
+    });
+    match gang {
+        Gang::Annotation(g, min) => {
+            pod["metadata"]["annotations"]["muster.dev/gang"] = json!(g);
+            pod["metadata"]["annotations"]["muster.dev/min-available"] = json!(min);
+        }
+        Gang::PodGroup(g) => pod["metadata"]["labels"]["muster.dev/pod-group"] = json!(g),
+        Gang::None => {}
+    }
+    if let Some(pc) = priority_class {
+        pod["spec"]["priorityClassName"] = json!(pc);
+    }
+    serde_json::from_value(pod).expect("pod json")
+}
+
+#[derive(Clone, Copy)]
+pub enum Gang<'a> {
+    Annotation(&'a str, &'a str),
+    PodGroup(&'a str),
+    None,
+}
+
+pub async fn create_pods(client: &Client, ns: &str, pods: Vec<Pod>) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for p in pods {
+        api.create(&PostParams::default(), &p)
+            .await
+            .expect("create pod");
+    }
+}
+
+/// Pods of `ns` whose name starts with `prefix`.
+pub async fn pods_with_prefix(client: &Client, ns: &str, prefix: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
+}
+
+pub fn node_of(p: &Pod) -> Option<String> {
+    p.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+/// Waits until `check` holds for the pods with `prefix`.
+pub async fn wait_pods(
+    client: &Client,
+    ns: &str,
+    prefix: &str,
+    what: &str,
+    check: impl Fn(&[Pod]) -> bool,
+) -> Vec<Pod> {
+    let started = Instant::now();
+    loop {
+        let pods = pods_with_prefix(client, ns, prefix).await;
+        if check(&pods) {
+            return pods;
+        }
+        let state: Vec<(Option<String>, Option<String>)> = pods
+            .iter()
+            .map(|p| (p.metadata.name.clone(), node_of(p)))
+            .collect();
+        assert!(
+            started.elapsed() < DEADLINE,
+            "gave up waiting for {what}: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn bound_count(pods: &[Pod]) -> usize {
+    pods.iter().filter(|p| node_of(p).is_some()).count()
+}

@@ -1,0 +1,402 @@
+//! Muster's extender behind a real kube-scheduler on a real control plane (kwok GPU nodes).
+
+mod muster;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use muster::*;
+use muster_api::machines;
+use muster_crds::PodGroup;
+use muster_testcluster::NodeSpec;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn gang(prefix: &str, n: u32, gpus: u32, g: Gang<'_>, pc: Option<&str>) -> Vec<Pod> {
+    (0..n)
+        .map(|i| member(&format!("{prefix}-{i}"), g, gpus, pc))
+        .collect()
+}
+
+/// Pods still pending after `quiet` of cluster time: nothing happened to them.
+async fn stays_unbound(client: &Client, ns: &str, prefix: &str, quiet: Duration) {
+    tokio::time::sleep(quiet).await;
+    let pods = pods_with_prefix(client, ns, prefix).await;
+    assert_eq!(bound_count(&pods), 0, "{prefix}: some members were bound");
+}
+
+fn gpu_ids(p: &Pod) -> Vec<String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("muster.dev/gpu-ids"))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gangs_bind_whole_or_not_at_all() {
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+
+    // 1. Four whole-node members on four free nodes: all bound, each with its 8 GPUs.
+    create_pods(
+        &client,
+        "ml",
+        gang("a", 4, 8, Gang::Annotation("a", "4"), None),
+    )
+    .await;
+    let pods = wait_pods(&client, "ml", "a-", "gang a bound", |p| bound_count(p) == 4).await;
+    let nodes: HashSet<String> = pods.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 4);
+    for p in &pods {
+        let node = node_of(p).unwrap();
+        let expected: Vec<String> = machines::builtin("dgx-a100")
+            .unwrap()
+            .for_node(&node)
+            .gpus
+            .iter()
+            .map(|g| g.uuid.clone())
+            .collect();
+        assert_eq!(
+            gpu_ids(p),
+            expected,
+            "pod on {node} carries the node's GPU UUIDs"
+        );
+    }
+    assert!(ext.metric("muster_bind_barrier_timeouts_total").await == 0.0);
+
+    // 2. Five members, room for four once a is gone: nothing binds, the PodGroup says why.
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    api.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await
+    .unwrap();
+    wait_pods(&client, "ml", "a-", "gang a gone", |p| p.is_empty()).await;
+    let pgs: Api<PodGroup> = Api::namespaced(client.clone(), "ml");
+    let pg = serde_json::from_value(
+        json!({"apiVersion": "muster.dev/v1alpha1", "kind": "PodGroup",
+        "metadata": {"name": "b"}, "spec": {"minMember": 5}}),
+    )
+    .unwrap();
+    pgs.create(&PostParams::default(), &pg).await.unwrap();
+    create_pods(&client, "ml", gang("b", 5, 8, Gang::PodGroup("b"), None)).await;
+    let pg = muster_wait_podgroup(&pgs, "b", |pg| {
+        pg.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("needs 40 GPUs"))
+    })
+    .await;
+    assert_eq!(pg.status.unwrap().scheduled, 0);
+    stays_unbound(&client, "ml", "b-", Duration::from_secs(3)).await;
+    // The pod's own condition carries the reason too (kube-scheduler copies the extender's).
+    let p = api.get("b-0").await.unwrap();
+    let cond = p.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        cond.iter().any(|c| c.type_ == "PodScheduled"
+            && c.message
+                .as_deref()
+                .is_some_and(|m| m.contains("needs 40 GPUs"))),
+        "{cond:?}"
+    );
+
+    // A fifth node arrives: all five bind.
+    cluster
+        .add_gpu_nodes(&NodeSpec {
+            name_prefix: "late".into(),
+            ..NodeSpec::fixture("dgx-a100", 1)
+        })
+        .await
+        .unwrap();
+    wait_pods(&client, "ml", "b-", "gang b bound", |p| bound_count(p) == 5).await;
+    muster_wait_podgroup(&pgs, "b", |pg| {
+        pg.status.as_ref().is_some_and(|s| s.scheduled == 5)
+    })
+    .await;
+}
+
+async fn muster_wait_podgroup(
+    api: &Api<PodGroup>,
+    name: &str,
+    done: impl Fn(&PodGroup) -> bool,
+) -> PodGroup {
+    let started = std::time::Instant::now();
+    loop {
+        let pg = api.get(name).await.unwrap();
+        if done(&pg) {
+            return pg;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "PodGroup {name}: {:?}",
+            pg.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interleaved_gangs_never_half_place() {
+    let (cluster, _ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+    // Interleave the two gangs' pods, as two operators racing would.
+    let (a, b) = (
+        gang("x", 3, 8, Gang::Annotation("x", "3"), None),
+        gang("y", 3, 8, Gang::Annotation("y", "3"), None),
+    );
+    let mixed: Vec<Pod> = a.into_iter().zip(b).flat_map(|(p, q)| [p, q]).collect();
+    create_pods(&client, "ml", mixed).await;
+    let pods = wait_pods(&client, "ml", "", "one gang bound whole", |p| {
+        bound_count(p) >= 3
+    })
+    .await;
+    let x = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.name.as_deref().unwrap_or("").starts_with("x-") && node_of(p).is_some()
+        })
+        .count();
+    let y = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.name.as_deref().unwrap_or("").starts_with("y-") && node_of(p).is_some()
+        })
+        .count();
+    assert!(
+        (x, y) == (3, 0) || (x, y) == (0, 3),
+        "x={x} y={y}: a gang was half placed"
+    );
+    let (winner, loser) = if x == 3 { ("x-", "y-") } else { ("y-", "x-") };
+    stays_unbound(&client, "ml", loser, Duration::from_secs(3)).await;
+    // The winner finishes: the other gang runs whole.
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    for i in 0..3 {
+        api.delete(
+            &format!("{winner}{i}"),
+            &DeleteParams::default().grace_period(0),
+        )
+        .await
+        .unwrap();
+    }
+    wait_pods(&client, "ml", loser, "second gang bound", |p| {
+        bound_count(p) == 3
+    })
+    .await;
+}
+
+async fn priority_class(client: &Client, name: &str, value: i32) {
+    let api: Api<PriorityClass> = Api::all(client.clone());
+    let pc = serde_json::from_value(
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": name}, "value": value}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &pc).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_priority_gang_preempts_whole_lower_gangs_only() {
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+    priority_class(&client, "batch-high", 1000).await;
+    create_pods(
+        &client,
+        "ml",
+        gang("lowa", 2, 8, Gang::Annotation("lowa", "2"), None),
+    )
+    .await;
+    create_pods(
+        &client,
+        "ml",
+        gang("lowb", 2, 8, Gang::Annotation("lowb", "2"), None),
+    )
+    .await;
+    wait_pods(&client, "ml", "low", "low gangs bound", |p| {
+        bound_count(p) == 4
+    })
+    .await;
+
+    // Same priority: waits, evicts nobody.
+    create_pods(
+        &client,
+        "ml",
+        gang("same", 1, 8, Gang::Annotation("same", "1"), None),
+    )
+    .await;
+    stays_unbound(&client, "ml", "same", Duration::from_secs(4)).await;
+    assert_eq!(
+        pods_with_prefix(&client, "ml", "low").await.len(),
+        4,
+        "equal priority evicted someone"
+    );
+    assert_eq!(ext.metric("muster_evictions_total").await, 0.0);
+
+    // Priority 1000 needing the whole cluster: both low gangs go, whole; it binds whole.
+    create_pods(
+        &client,
+        "ml",
+        gang(
+            "vip",
+            4,
+            8,
+            Gang::Annotation("vip", "4"),
+            Some("batch-high"),
+        ),
+    )
+    .await;
+    wait_pods(&client, "ml", "vip", "high gang bound", |p| {
+        bound_count(p) == 4
+    })
+    .await;
+    wait_pods(&client, "ml", "low", "low gangs evicted", |p| p.is_empty()).await;
+    assert_eq!(ext.metric("muster_evictions_total").await, 4.0);
+    let same = pods_with_prefix(&client, "ml", "same").await;
+    assert_eq!(
+        (same.len(), bound_count(&same)),
+        (1, 0),
+        "the same-priority pod still waits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extender_restart_mid_barrier_leaves_no_partial_gang() {
+    let (cluster, mut ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+    // The fourth member is gated: the other three reach the barrier and wait there.
+    let mut pods = gang("r", 4, 8, Gang::Annotation("r", "4"), None);
+    pods[3].spec.as_mut().unwrap().scheduling_gates =
+        Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: "example.com/hold".into(),
+        }]);
+    create_pods(&client, "ml", pods).await;
+    let started = std::time::Instant::now();
+    while ext.metric("muster_bind_barrier_waiting_pods").await < 3.0 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "members never reached the barrier: {}",
+            ext.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        bound_count(&pods_with_prefix(&client, "ml", "r-").await),
+        0,
+        "bound before the barrier opened"
+    );
+
+    ext.kill();
+    stays_unbound(&client, "ml", "r-", Duration::from_secs(2)).await;
+    ext.restart().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    api.patch(
+        "r-3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+    )
+    .await
+    .unwrap();
+    wait_pods(&client, "ml", "r-", "whole gang bound after restart", |p| {
+        bound_count(p) == 4
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topology_choice_and_bad_input() {
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx1-v100", 1)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+
+    // 6. A 4-GPU pod on a DGX-1 gets a fully NVLinked quad.
+    create_pods(&client, "ml", vec![member("quad", Gang::None, 4, None)]).await;
+    let pods = wait_pods(&client, "ml", "quad", "quad bound", |p| bound_count(p) == 1).await;
+    let node = node_of(&pods[0]).unwrap();
+    let spec = machines::builtin("dgx1-v100").unwrap().for_node(&node);
+    let ids: Vec<usize> = gpu_ids(&pods[0])
+        .iter()
+        .map(|u| spec.gpus.iter().position(|g| &g.uuid == u).unwrap())
+        .collect();
+    assert!(ids == [0, 1, 2, 3] || ids == [4, 5, 6, 7], "{ids:?}");
+
+    // 7. Garbage to every verb: 400 with an error body, and the extender keeps serving.
+    for verb in ["filter", "prioritize", "preempt", "bind"] {
+        let (status, body) = http(ext.port, "POST", &format!("/{verb}"), "{not json")
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{verb}: {body}");
+        assert!(body.contains("malformed"), "{verb}: {body}");
+    }
+    let (status, _) = http(ext.port, "POST", "/bind", r#"{"PodName":"x"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(http(ext.port, "GET", "/healthz", "").await.unwrap().0, 200);
+
+    // A PodGroup with minMember 0 is refused by the API with the schema's reason.
+    let pgs: Api<PodGroup> = Api::namespaced(client.clone(), "ml");
+    let bad = serde_json::from_value(
+        json!({"apiVersion": "muster.dev/v1alpha1", "kind": "PodGroup",
+        "metadata": {"name": "zero"}, "spec": {"minMember": 0}}),
+    )
+    .unwrap();
+    let err = pgs
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("minMember"), "{err}");
+
+    // A pod naming a missing PodGroup, and one with a malformed gang annotation, wait with reasons.
+    create_pods(
+        &client,
+        "ml",
+        vec![member("orphan", Gang::PodGroup("nope"), 1, None)],
+    )
+    .await;
+    create_pods(
+        &client,
+        "ml",
+        vec![member("badmin", Gang::Annotation("bm", "zero"), 1, None)],
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    for (pod, want) in [
+        ("orphan", "PodGroup.muster.dev ml/nope: it does not exist"),
+        ("badmin", "min-available"),
+    ] {
+        wait_for_condition(&api, pod, want).await;
+    }
+}
+
+async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let p = api.get(name).await.unwrap();
+        let conds = p.status.and_then(|s| s.conditions).unwrap_or_default();
+        if conds.iter().any(|c| {
+            c.type_ == "PodScheduled" && c.message.as_deref().is_some_and(|m| m.contains(want))
+        }) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{name}: no PodScheduled reason containing {want:?}: {conds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

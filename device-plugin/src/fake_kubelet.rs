@@ -110,7 +110,9 @@ pub struct FakeKubelet {
     server: JoinHandle<()>,
 }
 
-fn serve_registration(shared: Arc<Shared>) -> anyhow::Result<(watch::Sender<bool>, JoinHandle<()>)> {
+fn serve_registration(
+    shared: Arc<Shared>,
+) -> anyhow::Result<(watch::Sender<bool>, JoinHandle<()>)> {
     let path = shared.dir.join(proto::KUBELET_SOCKET);
     let incoming = uds::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     let (stop, mut stop_rx) = watch::channel(false);
@@ -164,7 +166,12 @@ impl FakeKubelet {
         let mut rx = self.shared.count.subscribe();
         tokio::time::timeout(deadline, rx.wait_for(|c| *c >= n))
             .await
-            .map_err(|_| anyhow!("fewer than {n} registrations after {deadline:?}: {:?}", self.registrations()))?
+            .map_err(|_| {
+                anyhow!(
+                    "fewer than {n} registrations after {deadline:?}: {:?}",
+                    self.registrations()
+                )
+            })?
             .context("fake kubelet stopped")?;
         Ok(self.registrations())
     }
@@ -178,7 +185,12 @@ impl FakeKubelet {
         let mut rx = self.shared.devices.subscribe();
         let found = tokio::time::timeout(deadline, rx.wait_for(|d| pred(d)))
             .await
-            .map_err(|_| anyhow!("device list never matched; last: {:?}", self.shared.devices.borrow()))?
+            .map_err(|_| {
+                anyhow!(
+                    "device list never matched; last: {:?}",
+                    self.shared.devices.borrow()
+                )
+            })?
             .context("fake kubelet stopped")?
             .clone();
         Ok(found)
@@ -197,9 +209,11 @@ impl FakeKubelet {
             .map(|r| r.request.endpoint.clone())
             .context("no plugin registered")?;
         let socket = self.shared.dir.join(endpoint);
-        Ok(DevicePluginClient::new(uds::connect(&socket).await.with_context(
-            || format!("connecting to {}", socket.display()),
-        )?))
+        Ok(DevicePluginClient::new(
+            uds::connect(&socket)
+                .await
+                .with_context(|| format!("connecting to {}", socket.display()))?,
+        ))
     }
 
     /// Admits one container asking for `size` devices out of `available`, like the device

@@ -51,7 +51,9 @@ async fn xid_on_one_gpu_marks_only_that_device_unhealthy_and_allocate_refuses_it
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains(&sick) && err.message().contains("unhealthy") && err.message().contains("XID 79"),
+        err.message().contains(&sick)
+            && err.message().contains("unhealthy")
+            && err.message().contains("XID 79"),
         "{}",
         err.message()
     );
@@ -63,9 +65,14 @@ async fn xid_on_one_gpu_marks_only_that_device_unhealthy_and_allocate_refuses_it
         .unwrap();
     assert_eq!(ok.envs["NVIDIA_VISIBLE_DEVICES"], run.uuid(4));
     let text = run.plugin.metrics.render();
-    assert!(text.contains("muster_device_plugin_devices{health=\"Unhealthy\"} 1"), "{text}");
     assert!(
-        text.contains("muster_device_plugin_allocation_errors_total{reason=\"unhealthy_device\"} 1"),
+        text.contains("muster_device_plugin_devices{health=\"Unhealthy\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "muster_device_plugin_allocation_errors_total{reason=\"unhealthy_device\"} 1"
+        ),
         "{text}"
     );
     run.stop().await;

@@ -43,7 +43,8 @@ async fn registers_with_exact_fields_and_serves_before_registering() {
             })
         );
     }
-    assert!(run.plugin.metrics.is_registered());
+    // The kubelet records the request before the plugin sees the answer: wait for the latter.
+    common::eventually(|| run.plugin.metrics.is_registered()).await;
     let mut client = run.kubelet.plugin().await.unwrap();
     let options = client
         .get_device_plugin_options(proto::Empty {})
@@ -51,7 +52,10 @@ async fn registers_with_exact_fields_and_serves_before_registering() {
         .unwrap()
         .into_inner();
     assert!(options.get_preferred_allocation_available && !options.pre_start_required);
-    assert!(run.uuid(0).starts_with("GPU-") && run.list.gpus.len() == 8, "{NODE}");
+    assert!(
+        run.uuid(0).starts_with("GPU-") && run.list.gpus.len() == 8,
+        "{NODE}"
+    );
     run.stop().await;
 }
 
@@ -77,14 +81,10 @@ async fn kubelet_restart_leads_to_re_registration() {
             .wait_for_devices(DEADLINE, |d| d.len() == 8)
             .await
             .unwrap();
-        let admitted = run
-            .kubelet
-            .admit(&run.uuids(), &[], 1)
-            .await
-            .unwrap();
+        let admitted = run.kubelet.admit(&run.uuids(), &[], 1).await.unwrap();
         assert_eq!(admitted.preferred.len(), 1);
     }
-    assert_eq!(run.plugin.metrics.registrations(), 4);
+    common::eventually(|| run.plugin.metrics.registrations() == 4).await;
     run.stop().await;
 }
 
@@ -101,6 +101,9 @@ async fn shutdown_removes_the_socket_and_unregisters() {
     assert!(!metrics.is_registered());
     let text = metrics.render();
     assert!(text.contains("muster_device_plugin_registered 0"), "{text}");
-    assert!(text.contains("muster_device_plugin_devices{health=\"Healthy\"} 8"), "{text}");
+    assert!(
+        text.contains("muster_device_plugin_devices{health=\"Healthy\"} 8"),
+        "{text}"
+    );
     run.kubelet.stop().await;
 }

@@ -117,3 +117,55 @@ pub async fn record_allocations(client: Client, mut rx: mpsc::UnboundedReceiver<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn reads_the_scheduler_contract_from_a_pod() {
+        let info = pod(serde_json::json!({
+            "metadata": {
+                "namespace": "ml", "name": "w-0", "uid": "u1",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {
+                    ANNOTATION_GPU_IDS: "GPU-a, GPU-b,,GPU-c",
+                    ANNOTATION_GPU_NODE: "n1",
+                    ANNOTATION_GPU_ALLOCATION: GPU_ALLOCATION_DONE
+                }
+            },
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:05Z"}
+            ]}
+        }));
+        let info = pod_info(&info).unwrap();
+        assert_eq!(info.key(), "ml/w-0");
+        assert_eq!(
+            info.gpu_ids,
+            Some(vec!["GPU-a".into(), "GPU-b".into(), "GPU-c".into()])
+        );
+        assert_eq!(info.gpu_node.as_deref(), Some("n1"));
+        assert!(info.allocated && info.is_live());
+        // Bound time, not creation time, orders candidates.
+        assert_eq!(info.since_ms, 1_767_225_605_000);
+    }
+
+    #[test]
+    fn finished_or_deleting_pods_are_not_live() {
+        let done = pod(serde_json::json!({
+            "metadata": {"namespace": "ml", "name": "a"},
+            "status": {"phase": "Succeeded"}
+        }));
+        assert!(!pod_info(&done).unwrap().is_live());
+        let deleting = pod(serde_json::json!({
+            "metadata": {"namespace": "ml", "name": "b", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+        }));
+        let info = pod_info(&deleting).unwrap();
+        assert!(!info.is_live() && info.gpu_ids.is_none() && !info.allocated);
+    }
+}

@@ -6,8 +6,8 @@ pub mod nvml;
 
 use muster_device_plugin::devices::DeviceList;
 use muster_device_plugin::fake_kubelet::FakeKubelet;
-use muster_device_plugin::pods::{PodInfo, PodStore};
 use muster_device_plugin::pods::kube::AllocatedPod;
+use muster_device_plugin::pods::{PodInfo, PodStore};
 use muster_device_plugin::{Plugin, PluginConfig, PluginHandle};
 use muster_gpu_inventory::{HealthWatcher, Inventory, WatchConfig};
 use nvml::FakeNvml;
@@ -136,5 +136,17 @@ pub fn annotated_pod(name: &str, ids: &[String], since_ms: i64) -> PodInfo {
         allocated: false,
         terminated: false,
         since_ms,
+    }
+}
+
+/// Waits until `cond` holds, failing after `DEADLINE`.
+pub async fn eventually(cond: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "condition not met within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,13 +1,18 @@
 # The two commands the README promises:
-#   make run   - Muster's main job on its embedded default (the trace simulator, synthetic Philly-like workload)
-#   make test  - every test: unit, integration, end-to-end on a real local control plane
-.PHONY: run test lint bench tools demo
+#   make run   - Muster's main job on its embedded default: the trace simulator on a synthetic
+#                Philly-like workload, Muster against FIFO and per-pod greedy baselines
+#   make test  - every test: formatting, lints, unit, property, integration and end-to-end tests
+#                on a real local control plane (built from Go modules on first use)
+.PHONY: run test lint tools bench demo crds
 
 run:
 	cargo run --release -p muster-sim --
 
-test: lint
+test: tools lint
 	cargo test --workspace --all-targets
+
+tools:
+	bash tests/tools/build.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -15,3 +20,10 @@ lint:
 
 bench:
 	cargo bench -p muster-core --bench placement
+
+crds:
+	cargo run -q -p muster-crds --bin muster-crdgen
+
+# A local control plane with 16 simulated 8-GPU nodes (Ctrl-C tears it down).
+demo:
+	cargo run --release -p muster-testcluster --bin muster-cluster -- up --nodes 16 --fixture dgx-a100 --scheduler

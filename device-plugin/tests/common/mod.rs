@@ -140,7 +140,7 @@ pub fn annotated_pod(name: &str, ids: &[String], since_ms: i64) -> PodInfo {
 }
 
 /// Waits until `cond` holds, failing after `DEADLINE`.
-pub async fn eventually(cond: impl Fn() -> bool) {
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
     while !cond() {
         assert!(

@@ -68,8 +68,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, gpus = view.gpu_count(), "node agent running");
     loop {
+        // The heartbeat has its own timer: a long collection interval must not starve lastSeen.
+        let heartbeat = publisher.next_heartbeat().map_or_else(
+            || tokio::time::Instant::now() + config.publish_interval,
+            tokio::time::Instant::from_std,
+        );
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(heartbeat) => {}
             _ = ticker.tick() => {
                 let started = Instant::now();
                 // A failed sample keeps the previous readings (and counts the error).

@@ -253,3 +253,20 @@ fn a_malformed_fixture_is_a_clean_error_exit() {
     assert!(log.contains("opening NVML"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn the_heartbeat_does_not_wait_for_collection_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    // One collection at start, then none for an hour: heartbeats still come.
+    let agent = agent("beat-slow", Some("l4-pcie-2s"), &dir, "SR670")
+        .arg("--interval")
+        .arg("1h")
+        .arg("--publish-interval")
+        .arg("300ms")
+        .start();
+    agent.wait_for("three heartbeats", |a| {
+        (writes(&a.state(), "gpuNode") >= 3).then_some(())
+    });
+    let m = agent.metrics();
+    assert_eq!(sample(&m, "muster_agent_collections_total", &[]), Some(1.0));
+}

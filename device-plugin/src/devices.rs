@@ -53,6 +53,24 @@ impl DeviceList {
         })
     }
 
+    /// From a machine fixture (all healthy), for tools and tests that run without NVML.
+    pub fn from_machine(machine: &muster_api::machines::MachineSpec) -> DeviceList {
+        DeviceList {
+            gpus: machine
+                .gpus
+                .iter()
+                .map(|g| Gpu {
+                    index: g.index,
+                    uuid: g.uuid.clone(),
+                    numa_node: Some(g.numa_node),
+                    healthy: true,
+                    reason: None,
+                })
+                .collect(),
+            links: machine.topology.clone(),
+        }
+    }
+
     pub fn by_uuid(&self, uuid: &str) -> Option<&Gpu> {
         self.gpus.iter().find(|g| g.uuid == uuid)
     }

@@ -40,8 +40,9 @@ struct Args {
     /// Do not talk to the API server: no pod watch, every choice is the plugin's own.
     #[arg(long)]
     no_kube: bool,
-    /// How long GetPreferredAllocation waits for the pod watch to show an annotated pod.
-    #[arg(long, default_value_t = 500)]
+    /// How long GetPreferredAllocation waits for the pod watch to show an annotated pod that
+    /// fits, before choosing by topology (only paid when no annotated pod fits).
+    #[arg(long, default_value_t = 250)]
     annotation_wait_ms: u64,
     /// How often the plugin's socket is checked for deletion by a restarting kubelet.
     #[arg(long, default_value_t = 100)]

@@ -302,3 +302,32 @@ async fn allocate_response_is_exact() {
     assert_eq!(NODE, run.config.node_name);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpus_of_pods_allocated_before_a_plugin_restart_stay_held() {
+    // A pod already marked allocated (by an earlier plugin process) holds its GPUs.
+    let pods = PodStore::new();
+    let mut setup = Setup::new("dgx1-v100");
+    setup.pods = Some(pods.clone());
+    let run = start(setup).await;
+    let u = run.uuids();
+    let mut running = annotated_pod("running", &u[4..8], 1);
+    running.allocated = true;
+    pods.apply(running.clone());
+    let mut client = run.kubelet.plugin().await.unwrap();
+    let err = run
+        .kubelet
+        .allocate(&mut client, &[u[5].clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("team/running"), "{}", err.message());
+    // It finishes: its GPUs are free.
+    running.terminated = true;
+    pods.apply(running);
+    run.kubelet
+        .allocate(&mut client, &[u[5].clone()])
+        .await
+        .unwrap();
+    run.stop().await;
+}

@@ -107,3 +107,25 @@ async fn shutdown_removes_the_socket_and_unregisters() {
     );
     run.kubelet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_started_before_the_kubelet_registers_once_it_appears() {
+    use muster_device_plugin::fake_kubelet::FakeKubelet;
+    use muster_device_plugin::{Plugin, PluginConfig};
+    let fake = common::nvml::FakeNvml::new();
+    let (_inventory, list) = fake.devices("dgx1-v100", NODE);
+    let tmp = tempfile::Builder::new().prefix("dp").tempdir().unwrap();
+    let dir = tmp.path().join("device-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PluginConfig::new(&dir, NODE);
+    let plugin = Plugin::new(config.clone(), list).unwrap().start().unwrap();
+    // Serving already, registered not yet: nobody answers on kubelet.sock.
+    common::eventually(|| config.socket_path().exists()).await;
+    assert!(!plugin.metrics.is_registered());
+    let kubelet = FakeKubelet::start(&dir).await.unwrap();
+    let regs = kubelet.wait_for_registrations(1, DEADLINE).await.unwrap();
+    assert_eq!(regs[0].request.endpoint, "muster-gpu.sock");
+    common::eventually(|| plugin.metrics.is_registered()).await;
+    plugin.shutdown().await.unwrap();
+    kubelet.stop().await;
+}

@@ -69,8 +69,8 @@ impl Plugin {
         self.metrics.clone()
     }
 
-    /// Starts everything on the current runtime. The socket exists (and registration is under
-    /// way) once this returns... shortly: watch [`PluginHandle::metrics`] or the kubelet side.
+    /// Starts everything on the current runtime. Serving and registration happen in the
+    /// background: watch [`PluginHandle::metrics`] (`is_registered`) or the kubelet side.
     pub fn start(self) -> anyhow::Result<PluginHandle> {
         let Plugin {
             config,

@@ -65,6 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Readings of the last successful sample: series re-labelled between ticks (a pod came or
     // went) get their values at once instead of vanishing until the next tick.
     let mut last_sample = None;
+    let mut publish_failing = false;
     tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, gpus = view.gpu_count(), "node agent running");
     loop {
@@ -100,7 +101,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 continue;
             }
         }
-        sync(&mut publisher, &view, &metrics, &debug).await;
+        sync(
+            &mut publisher,
+            &view,
+            &metrics,
+            &debug,
+            &mut publish_failing,
+        )
+        .await;
     }
     tracing::info!("shutting down");
     pods_task.abort();
@@ -115,9 +123,13 @@ async fn sync(
     view: &NodeView,
     metrics: &Metrics,
     debug: &Mutex<serde_json::Value>,
+    failing: &mut bool,
 ) {
     match publisher.sync(view, Instant::now()).await {
         Ok(written) => {
+            if std::mem::take(failing) {
+                tracing::info!("publishing works again");
+            }
             if written.gpu_node {
                 metrics.publishes.with_label_values(&["gpunode"]).inc();
                 tracing::info!(node = %view.node_name, healthy = view.gpu_count() - (0..view.gpu_count()).filter(|&i| !view.status(i).healthy).count(), "GpuNode published");
@@ -140,10 +152,16 @@ async fn sync(
         }
         Err(e) => {
             metrics.publish_errors.with_label_values(&["api"]).inc();
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "publishing failed; retrying on the next tick"
-            );
+            // Warn once per outage; a down API server would otherwise log every tick.
+            if *failing {
+                tracing::debug!(error = format!("{e:#}"), "publishing still failing");
+            } else {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "publishing failed; retrying on every tick"
+                );
+            }
+            *failing = true;
         }
     }
 }

@@ -94,3 +94,112 @@ pub fn now_rfc3339() -> String {
         .unwrap_or(now)
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_api::machines::builtin;
+    use muster_gpu_inventory::{
+        GpuHealth, GpuHealthState, GpuInfo, MigInfo, MigMode, NodeInventory,
+    };
+
+    /// A view of a fixture machine as the inventory would report it.
+    fn view(fixture: &str) -> NodeView {
+        let m = builtin(fixture).unwrap().for_node("n");
+        let gpus: Vec<GpuInfo> = m
+            .gpus
+            .iter()
+            .map(|g| GpuInfo {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: m.model.clone(),
+                memory_total_mib: m.memory_mib,
+                pci_bus_id: g.pci_bus_id.clone(),
+                numa_node: Some(g.numa_node),
+                mig: MigInfo {
+                    mode: MigMode::Disabled,
+                    pending: None,
+                    instances: Vec::new(),
+                },
+                power_limit_watts: Some(m.power_limit_watts),
+                health: GpuHealth::Healthy,
+            })
+            .collect();
+        let health = gpus
+            .iter()
+            .map(|g| GpuHealthState {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                healthy: true,
+                ..Default::default()
+            })
+            .collect();
+        NodeView {
+            node_name: "n".into(),
+            lost: vec![false; gpus.len()],
+            inventory: Some(NodeInventory {
+                driver_version: m.driver_version.clone(),
+                cuda_version: Some(m.cuda_version.clone()),
+                gpu_count: gpus.len() as u32,
+                gpus,
+                links: m.topology.clone(),
+            }),
+            health,
+            compute_capability: None,
+            machine: Some(m.machine.clone()),
+            clique: m.clique.clone(),
+            mig_strategy: "none".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_on_change_and_heartbeat_only() {
+        let mut p = Publisher::new(Sink::DryRun, Duration::from_secs(30));
+        let mut v = view("dgx-a100");
+        let t0 = Instant::now();
+        let first = p.sync(&v, t0).await.unwrap();
+        assert_eq!(
+            first,
+            Written {
+                gpu_node: true,
+                labels: true
+            }
+        );
+        // Same content, before the heartbeat: nothing.
+        let again = p.sync(&v, t0 + Duration::from_secs(29)).await.unwrap();
+        assert_eq!(again, Written::default());
+        // An application XID changes counters, not the published content.
+        v.health[1].xid_count = 1;
+        v.health[1].last_xid = Some(13);
+        let xid13 = p.sync(&v, t0 + Duration::from_secs(29)).await.unwrap();
+        assert_eq!(xid13, Written::default());
+        // XID 79: the GPU turns unhealthy, the GpuNode is rewritten, labels are not.
+        v.health[2].healthy = false;
+        v.health[2].reason = Some("XID 79".into());
+        let xid79 = p.sync(&v, t0 + Duration::from_secs(29)).await.unwrap();
+        assert_eq!(
+            xid79,
+            Written {
+                gpu_node: true,
+                labels: false
+            }
+        );
+        // The heartbeat counts from the last write.
+        let early = p.sync(&v, t0 + Duration::from_secs(58)).await.unwrap();
+        assert_eq!(early, Written::default());
+        let beat = p.sync(&v, t0 + Duration::from_secs(59)).await.unwrap();
+        assert!(beat.gpu_node && !beat.labels);
+    }
+
+    #[test]
+    fn gpu_node_content_of_a_clique_member() {
+        let v = view("gb200-nvl72");
+        let spec = content::gpu_node_spec(&v, "t".into());
+        assert_eq!(spec.clique.as_deref(), Some("nvl72-a.1"));
+        assert_eq!(spec.gpu_count, 4);
+        let labels = content::gfd_labels(&v);
+        assert_eq!(labels["nvidia.com/gpu.clique"], "nvl72-a.1");
+        assert_eq!(labels["nvidia.com/gpu.family"], "blackwell");
+        assert_eq!(labels["nvidia.com/gpu.product"], "NVIDIA-GB200");
+    }
+}

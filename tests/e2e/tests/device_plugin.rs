@@ -2,9 +2,11 @@
 //! with the scheduler's GPU choice written on it (done here the way the scheduler does it:
 //! annotations first, then a Binding), the device plugin watching that node's pods, and a fake
 //! kubelet admitting the pod's container with a misleading available list. The plugin must
-//! allocate exactly the annotated GPUs and mark the pod allocated.
+//! allocate exactly the annotated GPUs and mark the pod allocated. A second test runs the real
+//! chain: Muster's extender chooses and binds, the plugin allocates exactly its choice.
 
 mod common;
+mod muster;
 
 use common::{DEADLINE, container, namespace, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -17,7 +19,7 @@ use muster_api::names::{
 };
 use muster_device_plugin::devices::DeviceList;
 use muster_device_plugin::fake_kubelet::FakeKubelet;
-use muster_device_plugin::{Plugin, PluginConfig};
+use muster_device_plugin::{Plugin, PluginConfig, PluginHandle};
 use muster_gpu_inventory::{Discovery, Inventory};
 use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
 use serde_json::json;
@@ -41,6 +43,59 @@ fn fake_nvml(dir: &Path) -> PathBuf {
     let lib = dir.join("libnvidia-ml.so.1");
     std::fs::copy(src, &lib).unwrap();
     lib
+}
+
+static NVML_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The device plugin of `node` (fake NVML with the node's UUIDs, kube watch on the node's pods)
+/// registered with a fake kubelet in `dir`, its device list checked against the fixture.
+async fn node_plugin(dir: &Path, node: &str, client: kube::Client) -> (FakeKubelet, PluginHandle) {
+    let lib = fake_nvml(dir);
+    let inventory = {
+        let _env = NVML_ENV.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the environment is only changed here, under NVML_ENV; NVML reads it at init.
+        unsafe {
+            std::env::set_var("MUSTER_FAKE_NVML_FIXTURE", FIXTURE);
+            std::env::set_var("MUSTER_FAKE_NVML_NODE", node);
+        }
+        match Inventory::open(Some(&lib)).unwrap() {
+            Discovery::Ready(inv) => inv,
+            other => panic!("fake NVML: {other:?}"),
+        }
+    };
+    let list = DeviceList::from_inventory(&inventory).unwrap();
+    let machine = builtin(FIXTURE).unwrap().for_node(node);
+    let uuids: Vec<&str> = list.gpus.iter().map(|g| g.uuid.as_str()).collect();
+    let expected: Vec<&str> = machine.gpus.iter().map(|g| g.uuid.as_str()).collect();
+    assert_eq!(
+        uuids, expected,
+        "NVML and the scheduler agree on the node's GPUs"
+    );
+
+    let sockets = dir.join("device-plugins");
+    let kubelet = FakeKubelet::start(&sockets).await.unwrap();
+    let mut config = PluginConfig::new(&sockets, node);
+    // Only bounds the wait for the watch to catch up; a match returns at once.
+    config.annotation_wait = Duration::from_secs(30);
+    let plugin = Plugin::new(config, list)
+        .unwrap()
+        .with_kube(client)
+        .start()
+        .unwrap();
+    kubelet.wait_for_registrations(1, DEADLINE).await.unwrap();
+    kubelet
+        .wait_for_devices(DEADLINE, |d| d.len() == 8)
+        .await
+        .unwrap();
+    (kubelet, plugin)
+}
+
+fn annotation<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 async fn bind(pods: &Api<Pod>, pod: &str, node: &str) {
@@ -112,42 +167,9 @@ async fn plugin_allocates_exactly_the_gpus_the_scheduler_wrote_on_the_pod() {
     .unwrap();
     bind(&pods, "stale", &node).await;
 
-    // The plugin on that node: fake NVML for the node (same UUIDs as the fixture), the kube watch
-    // on the node's pods, and a fake kubelet.
+    // The plugin on that node (fake NVML with the node's UUIDs, kube watch) and a fake kubelet.
     let tmp = tempfile::Builder::new().prefix("dp-e2e").tempdir().unwrap();
-    let lib = fake_nvml(tmp.path());
-    // SAFETY: this test binary runs one test; NVML reads these at init, just below.
-    unsafe {
-        std::env::set_var("MUSTER_FAKE_NVML_FIXTURE", FIXTURE);
-        std::env::set_var("MUSTER_FAKE_NVML_NODE", &node);
-    }
-    let inventory = match Inventory::open(Some(&lib)).unwrap() {
-        Discovery::Ready(inv) => inv,
-        other => panic!("fake NVML: {other:?}"),
-    };
-    let list = DeviceList::from_inventory(&inventory).unwrap();
-    let uuids: Vec<String> = list.gpus.iter().map(|g| g.uuid.clone()).collect();
-    let expected: Vec<String> = (0..8).map(uuid).collect();
-    assert_eq!(
-        uuids, expected,
-        "NVML and the scheduler agree on the node's GPUs"
-    );
-
-    let dir = tmp.path().join("device-plugins");
-    let kubelet = FakeKubelet::start(&dir).await.unwrap();
-    let mut config = PluginConfig::new(&dir, &node);
-    // Only bounds the wait for the watch to catch up; a match returns at once.
-    config.annotation_wait = Duration::from_secs(30);
-    let plugin = Plugin::new(config, list)
-        .unwrap()
-        .with_kube(client.clone())
-        .start()
-        .unwrap();
-    kubelet.wait_for_registrations(1, DEADLINE).await.unwrap();
-    kubelet
-        .wait_for_devices(DEADLINE, |d| d.len() == 8)
-        .await
-        .unwrap();
+    let (kubelet, plugin) = node_plugin(tmp.path(), &node, client.clone()).await;
 
     // The kubelet lists the node's GPUs in an order that favours anything but the choice.
     let misleading: Vec<String> = [0, 2, 4, 6, 1, 3, 5, 7].into_iter().map(uuid).collect();
@@ -212,6 +234,72 @@ async fn plugin_allocates_exactly_the_gpus_the_scheduler_wrote_on_the_pod() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("dp/trainer-0"), "{}", err.message());
 
+    plugin.shutdown().await.unwrap();
+    kubelet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_allocates_what_the_muster_extender_chose_and_bound() {
+    let (cluster, _extender) = muster::muster_cluster(&[NodeSpec::fixture(FIXTURE, 1)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "chain").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "chain");
+
+    // The extender chooses and binds a 2-GPU pod, then a 4-GPU pod, on the one DGX-1.
+    let mut chosen = Vec::new();
+    for (name, gpus) in [("pair", 2), ("quad", 4)] {
+        muster::create_pods(
+            &client,
+            "chain",
+            vec![muster::member(name, muster::Gang::None, gpus, None)],
+        )
+        .await;
+        let pod = wait_for(
+            &pods,
+            name,
+            "bound with the scheduler's GPU choice",
+            |p: &Pod| muster::node_of(p).is_some() && annotation(p, ANNOTATION_GPU_IDS).is_some(),
+        )
+        .await;
+        let ids: Vec<String> = annotation(&pod, ANNOTATION_GPU_IDS)
+            .unwrap()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ids.len(), gpus as usize);
+        let node = muster::node_of(&pod).unwrap();
+        assert_eq!(annotation(&pod, ANNOTATION_GPU_NODE), Some(node.as_str()));
+        chosen.push((name, node, ids));
+    }
+    let node = chosen[0].1.clone();
+
+    let tmp = tempfile::Builder::new()
+        .prefix("dp-chain")
+        .tempdir()
+        .unwrap();
+    let (kubelet, plugin) = node_plugin(tmp.path(), &node, client.clone()).await;
+
+    // The kubelet admits them in binding order, each time offering every GPU it still has, in
+    // reverse order (a naive "first N" would pick other GPUs).
+    let machine = builtin(FIXTURE).unwrap().for_node(&node);
+    let mut free: Vec<String> = machine.gpus.iter().rev().map(|g| g.uuid.clone()).collect();
+    for (name, _, ids) in &chosen {
+        let admitted = kubelet.admit(&free, &[], ids.len()).await.unwrap();
+        eprintln!("{name}: Allocate answered in {:?}", admitted.allocate_time);
+        assert_eq!(
+            &admitted.preferred, ids,
+            "{name} gets the extender's choice"
+        );
+        assert_eq!(
+            admitted.response.envs["NVIDIA_VISIBLE_DEVICES"],
+            ids.join(",")
+        );
+        free.retain(|u| !ids.contains(u));
+        wait_for(&pods, name, "the allocation annotation", |p: &Pod| {
+            annotation(p, ANNOTATION_GPU_ALLOCATION) == Some(GPU_ALLOCATION_DONE)
+        })
+        .await;
+    }
     plugin.shutdown().await.unwrap();
     kubelet.stop().await;
 }

@@ -56,8 +56,26 @@ impl Extender {
         e
     }
 
+    /// The release build (benchmarks); the caller builds it first.
+    pub fn start_release(cluster: &TestCluster, port: u16) -> Extender {
+        let mut e = Extender {
+            child: None,
+            port,
+            kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+            log: cluster.dir().join("muster-scheduler.log"),
+            args: vec!["--report".into(), "false".into()],
+        };
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+        e.spawn_binary(target.join("release/muster-scheduler"));
+        e
+    }
+
     fn spawn(&mut self) {
         let bin = workspace_binary("muster-scheduler", "muster-scheduler");
+        self.spawn_binary(bin);
+    }
+
+    fn spawn_binary(&mut self, bin: PathBuf) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -27,7 +27,7 @@ pub mod fallback;
 pub mod ledger;
 pub mod response;
 
-use crate::devices::{Devices, Gpu};
+use crate::devices::{DeviceList, Devices, Gpu};
 use crate::metrics::Metrics;
 use crate::pods::PodInfo;
 use crate::pods::PodStore;
@@ -231,6 +231,50 @@ impl Allocator {
         })
     }
 
+    /// A device `Allocate` may hand out: known, healthy, not held by a live pod.
+    fn check_device<'l>(
+        &self,
+        id: &str,
+        list: &'l DeviceList,
+        ledger: &Ledger,
+        pods: &[PodInfo],
+    ) -> Result<&'l Gpu, Status> {
+        let gpu = list.by_uuid(id).ok_or_else(|| {
+            refuse(
+                &self.metrics,
+                "unknown_device",
+                Status::invalid_argument(format!(
+                    "unknown device {id}: this plugin advertises {} GPUs on node {}",
+                    list.gpus.len(),
+                    self.config.node_name
+                )),
+            )
+        })?;
+        if !gpu.healthy {
+            return Err(refuse(
+                &self.metrics,
+                "unhealthy_device",
+                Status::failed_precondition(format!(
+                    "device {id} (GPU {}) is unhealthy: {}",
+                    gpu.index,
+                    gpu.reason.as_deref().unwrap_or("unknown reason")
+                )),
+            ));
+        }
+        if let Some(holder) = ledger.holder(id, pods) {
+            return Err(refuse(
+                &self.metrics,
+                "device_in_use",
+                Status::failed_precondition(format!(
+                    "device {id} (GPU {}) is allocated to live pod {}",
+                    gpu.index,
+                    holder.key()
+                )),
+            ));
+        }
+        Ok(gpu)
+    }
+
     /// A whole `AllocateRequest`: every container is checked before any is recorded, so a
     /// refused request leaves no trace.
     pub fn allocate(
@@ -261,40 +305,7 @@ impl Allocator {
                         Status::invalid_argument(format!("device {id} is requested twice")),
                     ));
                 }
-                let gpu = list.by_uuid(id).ok_or_else(|| {
-                    refuse(
-                        &self.metrics,
-                        "unknown_device",
-                        Status::invalid_argument(format!(
-                            "unknown device {id}: this plugin advertises {} GPUs on node {}",
-                            list.gpus.len(),
-                            self.config.node_name
-                        )),
-                    )
-                })?;
-                if !gpu.healthy {
-                    return Err(refuse(
-                        &self.metrics,
-                        "unhealthy_device",
-                        Status::failed_precondition(format!(
-                            "device {id} (GPU {}) is unhealthy: {}",
-                            gpu.index,
-                            gpu.reason.as_deref().unwrap_or("unknown reason")
-                        )),
-                    ));
-                }
-                if let Some(holder) = ledger.holder(id, &pods) {
-                    return Err(refuse(
-                        &self.metrics,
-                        "device_in_use",
-                        Status::failed_precondition(format!(
-                            "device {id} (GPU {}) is allocated to live pod {}",
-                            gpu.index,
-                            holder.key()
-                        )),
-                    ));
-                }
-                gpus.push(gpu);
+                gpus.push(self.check_device(id, &list, &ledger, &pods)?);
             }
             let wanted: HashSet<&String> = ids.iter().collect();
             let pod = self

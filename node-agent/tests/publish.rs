@@ -270,3 +270,33 @@ fn the_heartbeat_does_not_wait_for_collection_ticks() {
     let m = agent.metrics();
     assert_eq!(sample(&m, "muster_agent_collections_total", &[]), Some(1.0));
 }
+
+#[test]
+fn mig_instances_are_published_with_their_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = builtin("a100-pcie-mig").unwrap().for_node("mig-node");
+    let agent = agent("mig-node", Some("a100-pcie-mig"), &dir, &spec.machine).start();
+    let state = agent.wait_for("a published GpuNode", |a| {
+        let s = a.state();
+        (writes(&s, "gpuNode") >= 1).then_some(s)
+    });
+    let gpus = state["gpuNode"]["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), spec.gpus.len());
+    for (gpu, want) in gpus.iter().zip(&spec.gpus) {
+        match &want.mig {
+            Some(mig) => {
+                assert_eq!(gpu["migEnabled"], true, "{gpu:#}");
+                let devices = gpu["migDevices"].as_array().unwrap();
+                assert_eq!(devices.len(), mig.instances as usize);
+                assert!(devices.iter().all(|d| {
+                    d["profile"]
+                        .as_str()
+                        .is_some_and(|p| p.contains(&mig.profile))
+                        && d["uuid"].as_str().is_some_and(|u| u.starts_with("MIG-"))
+                }));
+            }
+            None => assert_eq!(gpu["migEnabled"], false, "{gpu:#}"),
+        }
+    }
+    assert_eq!(state["labels"]["nvidia.com/gpu.family"], "ampere");
+}

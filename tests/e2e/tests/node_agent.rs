@@ -139,6 +139,10 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
     );
     assert_eq!(unhealthy.spec.topology, machine.topology.to_rows());
     assert!(agent.is_running(), "{}", agent.log_text());
+    // For the record (not asserted): from the XID event to the GpuNode write, in the agent's log.
+    if let Some(latency) = event_to_write(&agent.log_text()) {
+        eprintln!("XID 79 event to GpuNode applied: {latency:?}");
+    }
 
     // One object per node, owned by the agent's field manager.
     let all = gpu_nodes.list(&ListParams::default()).await.unwrap().items;
@@ -175,4 +179,19 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
     let all = gpu_nodes.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(all.len(), 1, "{all:#?}");
     assert_eq!(all[0].metadata.name.as_deref(), Some(node.as_str()));
+}
+
+/// Time between the agent's "GPU health event" log line and the next "GpuNode published".
+fn event_to_write(log: &str) -> Option<std::time::Duration> {
+    use k8s_openapi::jiff::Timestamp;
+    let at = |line: &str| line.split_whitespace().next()?.parse::<Timestamp>().ok();
+    let mut lines = log.lines();
+    let event = lines
+        .find(|l| l.contains("GPU health event"))
+        .and_then(at)?;
+    let write = lines
+        .find(|l| l.contains("GpuNode published"))
+        .and_then(at)?;
+    let span = write.duration_since(event);
+    std::time::Duration::try_from(span).ok()
 }

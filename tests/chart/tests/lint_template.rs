@@ -109,7 +109,7 @@ fn template_renders_valid_objects_for_custom_values() {
 
 #[test]
 fn custom_values_reach_the_manifests() {
-    let objs = objects(&CUSTOM[2].to_vec());
+    let objs = objects(CUSTOM[2]);
     let dep = one(&objs, "Deployment", "muster-scheduler");
     assert_eq!(dep["spec"]["replicas"].as_i64(), Some(3));
     let containers = dep["spec"]["template"]["spec"]["containers"]
@@ -124,7 +124,7 @@ fn custom_values_reach_the_manifests() {
         serde_yaml::from_str(cm["data"]["scheduler-config.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(cfg["profiles"][0]["schedulerName"].as_str(), Some("gang"));
 
-    let objs = objects(&CUSTOM[6].to_vec());
+    let objs = objects(CUSTOM[6]);
     let dep = one(&objs, "Deployment", "muster-scheduler");
     let extender = &dep["spec"]["template"]["spec"]["containers"][1];
     assert_eq!(

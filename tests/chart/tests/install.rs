@@ -1,0 +1,365 @@
+//! `helm install` into a real control plane (the harness: etcd, kube-apiserver,
+//! kube-controller-manager, kwok GPU nodes). kwok runs no containers, so the chart's pods never
+//! start; the test checks every object was created and the CRDs are established, then runs the
+//! installed configuration as host processes: kube-scheduler with the KubeSchedulerConfiguration
+//! read back from the installed ConfigMap, and `muster-scheduler` with the flags of the installed
+//! Deployment. The examples/ are then submitted and must be scheduled as gangs.
+
+mod common;
+use common::*;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use muster_testcluster::{ClusterSpec, NodeSpec, SchedulerConfig, TestCluster};
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NS: &str = "muster-system";
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The `muster-scheduler` host process; killed on drop and with the test process.
+struct Extender(Child);
+
+impl Drop for Extender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn muster_scheduler_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "muster-scheduler",
+            "--bin",
+            "muster-scheduler",
+        ])
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building muster-scheduler failed");
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"))
+        .join("debug/muster-scheduler")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_established(client: &Client, names: &[String]) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let started = Instant::now();
+    for name in names {
+        loop {
+            let crd = api.get(name).await.expect("CRD exists");
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Creates every document of an example file (namespaced objects go to `ns`).
+async fn apply_example(client: &Client, file: &str, ns: &str) {
+    let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    for doc in docs(&text) {
+        let obj: DynamicObject = serde_yaml::from_value(doc).expect("example object");
+        let tm = obj.types.clone().expect("apiVersion/kind");
+        let (group, version) = tm
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", tm.api_version.as_str()));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &tm.kind);
+        let (ar, caps): (ApiResource, ApiCapabilities) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("{file}: the cluster does not serve {gvk:?}"));
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: creating {} {}: {e}", tm.kind, obj.name_any()));
+    }
+}
+
+/// Waits until the Job's `want` pods are all bound to nodes; returns node per pod.
+async fn wait_job_bound(
+    client: &Client,
+    ns: &str,
+    job: &str,
+    want: usize,
+) -> BTreeMap<String, String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    loop {
+        let pods = api
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .expect("list pods");
+        let bound: BTreeMap<String, String> = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                Some((p.name_any(), node))
+            })
+            .collect();
+        if bound.len() >= want {
+            return bound;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "job {ns}/{job}: only {} of {want} pods bound: {bound:?}",
+            bound.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_creates_everything_and_the_examples_schedule() {
+    let cluster = TestCluster::start(ClusterSpec::default())
+        .await
+        .expect("control plane");
+    let client = cluster.client();
+    let kubeconfig = cluster.kubeconfig_path().to_str().unwrap().to_string();
+    let chart = chart_dir();
+
+    // Install with everything the harness can serve (no Prometheus operator CRDs here).
+    let out = helm(&[
+        "install",
+        "muster",
+        chart.to_str().unwrap(),
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        NS,
+        "--create-namespace",
+        "--set",
+        "scheduler.replicas=2",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm install:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let notes = text(&out.stdout);
+    assert!(notes.contains("STATUS: deployed"), "{notes}");
+    assert!(notes.contains("muster.dev/gang"), "NOTES shown: {notes}");
+
+    // Every object exists.
+    wait_established(
+        &client,
+        &["podgroups.muster.dev".into(), "gpunodes.muster.dev".into()],
+    )
+    .await;
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("muster-scheduler")
+        .await
+        .expect("scheduler Deployment");
+    assert_eq!(dep.spec.replicas, Some(2));
+    Api::<DaemonSet>::namespaced(client.clone(), NS)
+        .get("muster-node")
+        .await
+        .expect("node DaemonSet");
+    for sa in ["muster-scheduler", "muster-node"] {
+        Api::<ServiceAccount>::namespaced(client.clone(), NS)
+            .get(sa)
+            .await
+            .expect(sa);
+    }
+    for svc in ["muster-scheduler", "muster-node-metrics"] {
+        Api::<Service>::namespaced(client.clone(), NS)
+            .get(svc)
+            .await
+            .expect(svc);
+    }
+    for cm in ["muster-scheduler-config", "muster-dashboard"] {
+        Api::<ConfigMap>::namespaced(client.clone(), NS)
+            .get(cm)
+            .await
+            .expect(cm);
+    }
+    for r in [
+        "muster-scheduler-kube-scheduler",
+        "muster-scheduler-volume-scheduler",
+        "muster-scheduler-extender",
+        "muster-node-agent",
+        "muster-node-device-plugin",
+    ] {
+        Api::<ClusterRole>::all(client.clone())
+            .get(r)
+            .await
+            .expect(r);
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .get(r)
+            .await
+            .expect(r);
+    }
+    Api::<Role>::namespaced(client.clone(), NS)
+        .get("muster-scheduler-leases")
+        .await
+        .expect("leases Role");
+    Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
+        .get("muster-scheduler-auth-reader")
+        .await
+        .expect("auth reader RoleBinding");
+    // The API server accepted the rendered objects unchanged: the count matches the render.
+    let out = helm(&[
+        "get",
+        "manifest",
+        "muster",
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        NS,
+    ]);
+    assert!(out.status.success());
+    let installed = docs(&text(&out.stdout)).len();
+    let rendered = objects(&["scheduler.replicas=2"])
+        .iter()
+        .filter(|o| kind_of(o) != "CustomResourceDefinition")
+        .count();
+    assert_eq!(installed, rendered);
+
+    // Run the installed configuration as host processes.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("muster-scheduler-config")
+        .await
+        .unwrap();
+    let config = cm.data.unwrap()["scheduler-config.yaml"].clone();
+    let port = free_port();
+    // The pod's loopback port is this test's free port (tests run in parallel on one host).
+    assert!(config.contains("http://127.0.0.1:8888"));
+    let config = config.replace("http://127.0.0.1:8888", &format!("http://127.0.0.1:{port}"));
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("muster-scheduler")
+        .await
+        .unwrap();
+    let pod_spec = deployment.spec.template.spec.unwrap();
+    let ext = pod_spec
+        .containers
+        .iter()
+        .find(|c| c.name == "extender")
+        .expect("extender container");
+    let mut args: Vec<String> = ext.command.clone().unwrap()[1..]
+        .iter()
+        .filter(|a| !a.starts_with("--listen") && *a != "--log-json")
+        .cloned()
+        .collect();
+    args.push(format!("--listen=127.0.0.1:{port}"));
+    args.push(format!("--kubeconfig={kubeconfig}"));
+    let log = std::fs::File::create(cluster.dir().join("muster-scheduler.log")).unwrap();
+    let mut cmd = Command::new(muster_scheduler_binary());
+    cmd.args(&args)
+        .env("POD_NAMESPACE", NS)
+        .env("POD_NAME", "muster-scheduler-host")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc_prctl_pdeathsig();
+            Ok(())
+        });
+    }
+    let _extender = Extender(cmd.spawn().expect("starting muster-scheduler"));
+    cluster
+        .start_scheduler(&SchedulerConfig::Yaml(config))
+        .await
+        .expect("kube-scheduler with the chart's configuration");
+
+    // Compatible PodGroup CRDs (scheduler-plugins, Volcano) for their examples.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let compat = [
+        muster_crds::compat::coscheduling::PodGroup::crd(),
+        muster_crds::compat::volcano::PodGroup::crd(),
+    ];
+    for crd in &compat {
+        crds.create(&PostParams::default(), crd)
+            .await
+            .expect("compat CRD");
+    }
+    let names: Vec<String> = compat.iter().map(|c| c.name_any()).collect();
+    wait_established(&client, &names).await;
+
+    cluster
+        .add_gpu_nodes(&NodeSpec::fixture("dgx-a100", 4))
+        .await
+        .expect("GPU nodes");
+
+    // 4x2 + 2x4 + 3x1 + 2x2 = 23 of 32 GPUs.
+    let ns = "default";
+    for (file, job, pods) in [
+        ("indexed-job-gang.yaml", "train-indexed", 4),
+        ("muster-podgroup.yaml", "llm-finetune", 2),
+        ("scheduler-plugins-podgroup.yaml", "sp-gang", 3),
+        ("volcano-podgroup.yaml", "vc-gang", 2),
+    ] {
+        apply_example(&client, file, ns).await;
+        let bound = wait_job_bound(&client, ns, job, pods).await;
+        assert_eq!(bound.len(), pods, "{file}: {bound:?}");
+    }
+    // Each bound pod carries the GPUs Muster chose.
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for p in &pods.items {
+        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            assert!(
+                p.annotations().contains_key("muster.dev/gpu-ids"),
+                "{} bound without muster.dev/gpu-ids",
+                p.name_any()
+            );
+        }
+    }
+
+    // The high-priority gang needs 2 whole nodes: only 9 GPUs are free, so Muster preempts
+    // whole lower-priority gangs to place it.
+    apply_example(&client, "preempting-gang.yaml", ns).await;
+    let bound = wait_job_bound(&client, ns, "urgent-train", 2).await;
+    let nodes: std::collections::BTreeSet<_> = bound.values().collect();
+    assert_eq!(nodes.len(), 2, "one 8-GPU pod per node: {bound:?}");
+}
+
+fn libc_prctl_pdeathsig() {
+    // PR_SET_PDEATHSIG = 1, SIGKILL = 9: the extender dies with the test process.
+    unsafe extern "C" {
+        fn prctl(option: i32, ...) -> i32;
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) has no memory effects.
+    unsafe {
+        prctl(1, 9);
+    }
+}

@@ -467,3 +467,37 @@ fn notes_show_a_first_gang_job() {
     assert!(notes.contains("schedulerName: {{ .Values.scheduler.schedulerName }}"));
     assert!(notes.contains("completionMode: Indexed"));
 }
+
+#[test]
+fn network_policy_admits_only_the_listed_scrapers() {
+    assert!(
+        of_kind(&objects(&[]), "NetworkPolicy").is_empty(),
+        "off by default"
+    );
+    let objs = objects(&[
+        "scheduler.networkPolicy.enabled=true",
+        "scheduler.networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+    ]);
+    let np = one(&objs, "NetworkPolicy", "muster-scheduler");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "scheduler"
+    );
+    let rules = np["spec"]["ingress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "monitoring"
+    );
+    assert_eq!(rules[0]["ports"][0]["port"].as_i64(), Some(8888));
+    // Enabled without peers: nothing may reach the port.
+    let objs = objects(&["scheduler.networkPolicy.enabled=true"]);
+    let np = one(&objs, "NetworkPolicy", "muster-scheduler");
+    assert!(
+        np["spec"]["ingress"].is_null()
+            || np["spec"]["ingress"]
+                .as_sequence()
+                .is_some_and(|s| s.is_empty())
+    );
+    assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress"]);
+}

@@ -8,7 +8,8 @@
 mod common;
 use common::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, ListParams, PostParams};
@@ -277,7 +278,28 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         .cloned()
         .collect();
     args.push(format!("--listen=127.0.0.1:{port}"));
-    args.push(format!("--kubeconfig={kubeconfig}"));
+    // The extender acts as the chart's ServiceAccount (impersonation), so its ClusterRole and
+    // the leases Role are what let it watch, bind, annotate, evict and elect itself.
+    let sa_kubeconfig = impersonating_kubeconfig(&cluster, "muster-scheduler");
+    args.push(format!("--kubeconfig={}", sa_kubeconfig.display()));
+    let sa_client = {
+        let kc = kube::config::Kubeconfig::read_from(&sa_kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    };
+    Api::<Pod>::all(sa_client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("the scheduler's ServiceAccount lists pods");
+    match Api::<Secret>::namespaced(sa_client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("the scheduler's ServiceAccount must not read Secrets: {other:?}"),
+    }
     let log = std::fs::File::create(cluster.dir().join("muster-scheduler.log")).unwrap();
     let mut cmd = Command::new(muster_scheduler_binary());
     cmd.args(&args)
@@ -351,6 +373,42 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
     let bound = wait_job_bound(&client, ns, "urgent-train", 2).await;
     let nodes: std::collections::BTreeSet<_> = bound.values().collect();
     assert_eq!(nodes.len(), 2, "one 8-GPU pod per node: {bound:?}");
+
+    // The extender elected itself on its Lease in the release namespace, as the ServiceAccount.
+    let lease = Api::<Lease>::namespaced(client.clone(), NS)
+        .get("muster-scheduler")
+        .await
+        .expect("the extender's Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("muster-scheduler-host")
+    );
+}
+
+/// A copy of the admin kubeconfig that impersonates ServiceAccount `sa` of the release.
+fn impersonating_kubeconfig(cluster: &TestCluster, sa: &str) -> PathBuf {
+    let mut kc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(cluster.kubeconfig_path()).unwrap()).unwrap();
+    let users = kc["users"].as_sequence_mut().expect("kubeconfig users");
+    for u in users {
+        let user = u["user"].as_mapping_mut().expect("user");
+        user.insert(
+            "as".into(),
+            format!("system:serviceaccount:{NS}:{sa}").into(),
+        );
+        user.insert(
+            "as-groups".into(),
+            serde_yaml::to_value([
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{NS}"),
+                "system:authenticated",
+            ])
+            .unwrap(),
+        );
+    }
+    let path = cluster.dir().join(format!("kubeconfig-{sa}"));
+    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    path
 }
 
 fn libc_prctl_pdeathsig() {

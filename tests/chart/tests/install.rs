@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use muster_testcluster::{ClusterSpec, NodeSpec, SchedulerConfig, TestCluster};
+use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const NS: &str = "muster-system";
 const DEADLINE: Duration = Duration::from_secs(180);
 
-/// The `muster-scheduler` host process; killed on drop and with the test process.
+/// A host process (muster-scheduler, kube-scheduler); killed on drop and with the test process.
 struct Extender(Child);
 
 impl Drop for Extender {
@@ -116,6 +116,7 @@ async fn wait_job_bound(
     ns: &str,
     job: &str,
     want: usize,
+    logs: &[PathBuf],
 ) -> BTreeMap<String, String> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
@@ -138,8 +139,9 @@ async fn wait_job_bound(
         }
         assert!(
             started.elapsed() < DEADLINE,
-            "job {ns}/{job}: only {} of {want} pods bound: {bound:?}",
-            bound.len()
+            "job {ns}/{job}: only {} of {want} pods bound: {bound:?}\nforbidden in logs:\n{}",
+            bound.len(),
+            forbidden_lines(logs)
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -316,10 +318,47 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         });
     }
     let _extender = Extender(cmd.spawn().expect("starting muster-scheduler"));
-    cluster
-        .start_scheduler(&SchedulerConfig::Yaml(config))
-        .await
-        .expect("kube-scheduler with the chart's configuration");
+    // kube-scheduler, also as the chart's ServiceAccount: the upstream-derived ClusterRoles, the
+    // leases Role and the auth-reader binding must be enough for it to sync and schedule.
+    let mut ks_config: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    ks_config["clientConnection"]["kubeconfig"] = sa_kubeconfig.display().to_string().into();
+    let ks_config_path = cluster.dir().join("muster-kube-scheduler.yaml");
+    std::fs::write(&ks_config_path, serde_yaml::to_string(&ks_config).unwrap()).unwrap();
+    let ks_log_path = cluster.dir().join("muster-kube-scheduler.log");
+    let ks_log = std::fs::File::create(&ks_log_path).unwrap();
+    let mut cmd = Command::new(
+        muster_testcluster::bin_dir()
+            .unwrap()
+            .join("kube-scheduler"),
+    );
+    cmd.arg(format!("--config={}", ks_config_path.display()))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={}", free_port()))
+        .arg(format!(
+            "--cert-dir={}",
+            cluster.dir().join("muster-kube-scheduler-certs").display()
+        ))
+        .arg(format!(
+            "--authentication-kubeconfig={}",
+            sa_kubeconfig.display()
+        ))
+        .arg(format!(
+            "--authorization-kubeconfig={}",
+            sa_kubeconfig.display()
+        ))
+        .arg("--v=2")
+        .stdin(Stdio::null())
+        .stdout(ks_log.try_clone().unwrap())
+        .stderr(ks_log);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc_prctl_pdeathsig();
+            Ok(())
+        });
+    }
+    let _kube_scheduler = Extender(cmd.spawn().expect("starting kube-scheduler"));
+    let logs = [ks_log_path, cluster.dir().join("muster-scheduler.log")];
 
     // Compatible PodGroup CRDs (scheduler-plugins, Volcano) for their examples.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -349,7 +388,7 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         ("volcano-podgroup.yaml", "vc-gang", 2),
     ] {
         apply_example(&client, file, ns).await;
-        let bound = wait_job_bound(&client, ns, job, pods).await;
+        let bound = wait_job_bound(&client, ns, job, pods, &logs).await;
         assert_eq!(bound.len(), pods, "{file}: {bound:?}");
     }
     // Each bound pod carries the GPUs Muster chose.
@@ -370,10 +409,19 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
     // The high-priority gang needs 2 whole nodes: only 9 GPUs are free, so Muster preempts
     // whole lower-priority gangs to place it.
     apply_example(&client, "preempting-gang.yaml", ns).await;
-    let bound = wait_job_bound(&client, ns, "urgent-train", 2).await;
+    let bound = wait_job_bound(&client, ns, "urgent-train", 2, &logs).await;
     let nodes: std::collections::BTreeSet<_> = bound.values().collect();
     assert_eq!(nodes.len(), 2, "one 8-GPU pod per node: {bound:?}");
 
+    // Neither component was denied anything by the chart's RBAC.
+    let denied = forbidden_lines(&logs);
+    assert!(denied.is_empty(), "RBAC denials:\n{denied}");
+    // kube-scheduler leads on its own Lease.
+    let lease = Api::<Lease>::namespaced(client.clone(), NS)
+        .get("muster-scheduler-kube-scheduler")
+        .await
+        .expect("kube-scheduler's Lease");
+    assert!(lease.spec.and_then(|s| s.holder_identity).is_some());
     // The extender elected itself on its Lease in the release namespace, as the ServiceAccount.
     let lease = Api::<Lease>::namespaced(client.clone(), NS)
         .get("muster-scheduler")
@@ -383,6 +431,22 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("muster-scheduler-host")
     );
+}
+
+/// Lines of the host processes' logs that report an RBAC denial.
+fn forbidden_lines(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("forbidden"))
+                .take(20)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A copy of the admin kubeconfig that impersonates ServiceAccount `sa` of the release.

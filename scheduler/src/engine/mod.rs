@@ -69,7 +69,13 @@ struct State {
     seen_pods: HashSet<String>,
     evicting: HashMap<String, Instant>,
     reported: HashMap<GangKey, String>,
+    last_replan: Option<Instant>,
 }
+
+/// Filter calls re-plan at most this often; in between, the background loop (which also runs
+/// on every change) plans and nudges the pods it placed. Bounds planning CPU under bursts of
+/// pod creation, which would otherwise starve the API server on small control planes.
+const MIN_FILTER_REPLAN: Duration = Duration::from_millis(200);
 
 pub struct Engine {
     cache: Cache,
@@ -111,8 +117,13 @@ impl Engine {
         if let Some(answer) = planned(&st, &uid) {
             return answer;
         }
-        if self.cache.generation() != st.planned_generation || !st.seen_pods.contains(&uid) {
-            self.replan(&mut st, false);
+        let stale =
+            self.cache.generation() != st.planned_generation || !st.seen_pods.contains(&uid);
+        let due = st
+            .last_replan
+            .is_none_or(|t| t.elapsed() >= MIN_FILTER_REPLAN);
+        if stale && due {
+            self.replan(&mut st, Some(&uid));
         }
         if let Some(answer) = planned(&st, &uid) {
             return answer;
@@ -242,11 +253,13 @@ impl Engine {
             .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
     }
 
-    /// `nudge`: touch the members of newly planned gangs so kube-scheduler retries them now.
-    fn replan(self: &Arc<Self>, st: &mut State, nudge: bool) {
+    /// Members of newly planned gangs are touched so kube-scheduler retries them now rather
+    /// than after their backoff; `asking` (the pod being filtered) needs no touch.
+    fn replan(self: &Arc<Self>, st: &mut State, asking: Option<&str>) {
         let generation = self.cache.generation();
         let now = now_secs();
         let started = Instant::now();
+        st.last_replan = Some(started);
         let assumed: HashMap<String, Assumed> = st
             .plans
             .iter()
@@ -317,11 +330,12 @@ impl Engine {
             for uid in pods.keys() {
                 st.pod_plan.insert(uid.clone(), placement.gang.clone());
             }
-            if nudge {
-                let touch = pods
-                    .values()
-                    .map(|s| (s.namespace.clone(), s.name.clone(), s.node.clone()))
-                    .collect();
+            let touch: Vec<(String, String, String)> = pods
+                .iter()
+                .filter(|(uid, _)| Some(uid.as_str()) != asking)
+                .map(|(_, s)| (s.namespace.clone(), s.name.clone(), s.node.clone()))
+                .collect();
+            if !touch.is_empty() {
                 tokio::spawn(actions::nudge(self.client.clone(), touch));
             }
             st.plans.insert(
@@ -446,8 +460,11 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let mut st = self.state.lock().await;
             self.expire(&mut st);
-            if self.cache.generation() != st.planned_generation {
-                self.replan(&mut st, true);
+            let recent = st
+                .last_replan
+                .is_some_and(|t| t.elapsed() < MIN_FILTER_REPLAN);
+            if self.cache.generation() != st.planned_generation && !recent {
+                self.replan(&mut st, None);
             }
         }
     }

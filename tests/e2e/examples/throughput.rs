@@ -8,7 +8,6 @@
 //! time-to-bind, and the extender's per-verb p99 latency; writes JSON to out/bench/throughput.json.
 
 #[path = "../tests/muster/mod.rs"]
-#[allow(dead_code)]
 mod muster;
 
 use futures::StreamExt;
@@ -35,7 +34,10 @@ struct Run {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let nodes = args.first().copied().unwrap_or(1000) as u32;
     let gangs = args.get(1).copied().unwrap_or(500);
     let size = args.get(2).copied().unwrap_or(8);
@@ -49,7 +51,10 @@ async fn main() {
     let plain = run_plain(nodes, gangs, size).await;
     let muster = run_muster(nodes, gangs, size).await;
     println!();
-    println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "scheduler", "pods/s", "p50 bind", "p99 bind", "wall");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>10}",
+        "scheduler", "pods/s", "p50 bind", "p99 bind", "wall"
+    );
     for r in [&plain, &muster] {
         println!(
             "{:<34} {:>10.1} {:>8.0}ms {:>8.0}ms {:>9.1}s",
@@ -78,20 +83,33 @@ async fn main() {
     let json = serde_json::json!({"nodes": nodes, "gangs": gangs, "gang_size": size, "runs": runs, "ratio": ratio});
     let out = repo_root().join("out/bench");
     let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(out.join("throughput.json"), serde_json::to_string_pretty(&json).unwrap_or_default());
+    let _ = std::fs::write(
+        out.join("throughput.json"),
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    );
 }
 
 async fn cluster(config: String, nodes: u32) -> TestCluster {
-    let cluster = TestCluster::start(ClusterSpec::default().with_scheduler_config(config)).await.expect("cluster");
+    let cluster = TestCluster::start(ClusterSpec::default().with_scheduler_config(config))
+        .await
+        .expect("cluster");
     let started = Instant::now();
-    cluster.add_gpu_nodes(&NodeSpec::fixture("dgx-a100", nodes)).await.expect("nodes");
-    println!("  {nodes} nodes ready in {:.1}s", started.elapsed().as_secs_f64());
+    cluster
+        .add_gpu_nodes(&NodeSpec::fixture("dgx-a100", nodes))
+        .await
+        .expect("nodes");
+    println!(
+        "  {nodes} nodes ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     cluster
 }
 
 async fn run_plain(nodes: u32, gangs: usize, size: usize) -> Run {
     println!("plain kube-scheduler:");
-    let config = format!("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n{QPS}");
+    let config = format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n{QPS}"
+    );
     let c = cluster(config, nodes).await;
     let pods: Vec<Pod> = (0..gangs * size)
         .map(|i| {
@@ -115,7 +133,10 @@ async fn run_plain(nodes: u32, gangs: usize, size: usize) -> Run {
 
 async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
     println!("kube-scheduler + Muster extender:");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
     let config = format!("{}{QPS}", scheduler_config(port));
     let c = cluster(config, nodes).await;
     install_crds(&c.client()).await;
@@ -125,12 +146,22 @@ async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
         .flat_map(|g| {
             let name = format!("g{g}");
             (0..size)
-                .map(|i| member(&format!("g{g}-{i}"), Gang::Annotation(&name, &size.to_string()), 1, None))
+                .map(|i| {
+                    member(
+                        &format!("g{g}-{i}"),
+                        Gang::Annotation(&name, &size.to_string()),
+                        1,
+                        None,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
     let (seconds, p50, p99) = submit_and_measure(c.client(), pods).await;
-    let metrics = http(ext.port, "GET", "/metrics", "").await.map(|(_, b)| b).unwrap_or_default();
+    let metrics = http(ext.port, "GET", "/metrics", "")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     Run {
         name: "kube-scheduler + muster (gangs)",
         pods: gangs * size,
@@ -154,7 +185,8 @@ async fn submit_and_measure(client: Client, pods: Vec<Pod>) -> (f64, f64, f64) {
     let watch_bound = bound.clone();
     let watch_api = api.clone();
     let watcher_task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(watcher(watch_api, watcher::Config::default()).applied_objects());
+        let mut stream =
+            std::pin::pin!(watcher(watch_api, watcher::Config::default()).applied_objects());
         while let Some(Ok(p)) = stream.next().await {
             if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
                 && let Some(name) = p.metadata.name.clone()
@@ -174,24 +206,38 @@ async fn submit_and_measure(client: Client, pods: Vec<Pod>) -> (f64, f64, f64) {
             let created = created.clone();
             async move {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                created.lock().unwrap_or_else(|e| e.into_inner()).insert(name, Instant::now());
+                created
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, Instant::now());
                 if let Err(e) = api.create(&PostParams::default(), &p).await {
                     eprintln!("create failed: {e}");
                 }
             }
         })
         .await;
-    println!("  {total} pods created in {:.1}s", start.elapsed().as_secs_f64());
+    println!(
+        "  {total} pods created in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
     let _ = tokio::time::timeout(Duration::from_secs(900), watcher_task).await;
     let created = created.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let bound = bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let last = bound.values().max().copied().unwrap_or_else(Instant::now);
     let mut lat: Vec<f64> = bound
         .iter()
-        .filter_map(|(n, t)| created.get(n).map(|c| t.duration_since(*c).as_secs_f64() * 1000.0))
+        .filter_map(|(n, t)| {
+            created
+                .get(n)
+                .map(|c| t.duration_since(*c).as_secs_f64() * 1000.0)
+        })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let q = |f: f64| lat.get(((lat.len() as f64 * f) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let q = |f: f64| {
+        lat.get(((lat.len() as f64 * f) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     println!("  {} of {total} bound", bound.len());
     (last.duration_since(start).as_secs_f64(), q(0.5), q(0.99))
 }
@@ -204,7 +250,11 @@ fn histogram_p99_ms(metrics: &str, verb: &str) -> f64 {
         .filter(|l| l.starts_with(prefix) && l.contains(&format!("verb=\"{verb}\"")))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();

@@ -102,15 +102,7 @@ async fn gangs_bind_whole_or_not_at_all() {
     assert_eq!(pg.status.unwrap().scheduled, 0);
     stays_unbound(&client, "ml", "b-", Duration::from_secs(3)).await;
     // The pod's own condition carries the reason too (kube-scheduler copies the extender's).
-    let p = api.get("b-0").await.unwrap();
-    let cond = p.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(
-        cond.iter().any(|c| c.type_ == "PodScheduled"
-            && c.message
-                .as_deref()
-                .is_some_and(|m| m.contains("needs 40 GPUs"))),
-        "{cond:?}"
-    );
+    wait_for_condition(&api, "b-0", "needs 40 GPUs").await;
 
     // A fifth node arrives: all five bind.
     cluster

@@ -65,7 +65,9 @@ impl Extender {
             log: cluster.dir().join("muster-scheduler.log"),
             args: vec!["--report".into(), "false".into()],
         };
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target"));
         e.spawn_binary(target.join("release/muster-scheduler"));
         e
     }
@@ -191,6 +193,9 @@ pub fn scheduler_config(port: u16) -> String {
     format!(
         r#"apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
+# Gang members rejected while their gang was incomplete retry quickly once it is planned.
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: 2
 profiles:
 - schedulerName: muster
 extenders:

@@ -501,3 +501,16 @@ fn network_policy_admits_only_the_listed_scrapers() {
     );
     assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress"]);
 }
+
+#[test]
+fn standby_replicas_get_a_disruption_budget() {
+    assert!(of_kind(&objects(&[]), "PodDisruptionBudget").is_empty());
+    let objs = objects(&["scheduler.replicas=2"]);
+    let pdb = one(&objs, "PodDisruptionBudget", "muster-scheduler");
+    assert_eq!(pdb["spec"]["minAvailable"].as_i64(), Some(1));
+    let dep = one(&objs, "Deployment", "muster-scheduler");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
+}

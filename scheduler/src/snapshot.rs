@@ -460,18 +460,8 @@ fn gpus_of(
         }
     }
     if let Some(spec) = fixture.and_then(|f| machines::builtin(f).ok()) {
-        let spec = spec.for_node(node);
-        let gpus = spec
-            .gpus
-            .iter()
-            .map(|g| GpuInfo {
-                id: g.uuid.clone(),
-                model: spec.model.clone(),
-                memory_mib: spec.memory_mib,
-                healthy: true,
-            })
-            .collect();
-        return (gpus, Some(spec.topology));
+        let fixture_node = NodeInfo::from_machine(node, spec);
+        return (fixture_node.gpus, fixture_node.topology);
     }
     (Vec::new(), None)
 }

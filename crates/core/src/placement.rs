@@ -388,6 +388,19 @@ struct Cand {
     domain: Option<u32>,
 }
 
+/// The members that are hardest to fit (most GPUs, then most CPU) and how many share their
+/// requests: what reservations and preemption size their search for.
+pub(crate) fn dominant_shape<'a>(members: &[&'a PodRequest]) -> Option<(&'a PodRequest, u32)> {
+    let big = *members
+        .iter()
+        .max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis))?;
+    let count = members
+        .iter()
+        .filter(|m| m.resources == big.resources)
+        .count() as u32;
+    Some((big, count))
+}
+
 fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
     a.resources == b.resources && a.selector == b.selector && a.tolerations == b.tolerations
 }

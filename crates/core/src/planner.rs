@@ -243,14 +243,10 @@ impl Work<'_> {
     /// Holds the nodes closest to fitting `members` (by free capacity now, then by capacity
     /// when empty) until, once drained, they can hold the biggest members' shape.
     pub(crate) fn reserve(&mut self, members: &[&PodRequest], holder: u32) -> Vec<String> {
-        let Some(big) = members
-            .iter()
-            .max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis))
-        else {
+        let Some((big, want)) = crate::placement::dominant_shape(members) else {
             return Vec::new();
         };
         let res = big.resources;
-        let want = members.iter().filter(|m| m.resources == res).count() as u32;
         let fit = self.static_fit(&big.selector, &big.tolerations);
         // (members that fit now, free GPUs now, members once empty, node): a node that cannot
         // take a member yet is still closer the more of its GPUs are already free.

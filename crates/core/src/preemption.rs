@@ -228,14 +228,10 @@ fn by_node(
     relevant: &[bool],
 ) -> Vec<usize> {
     let cluster = work.cluster;
-    let Some(big) = members
-        .iter()
-        .max_by_key(|m| (m.resources.gpus, m.resources.cpu_millis))
-    else {
+    let Some((big, want)) = crate::placement::dominant_shape(members) else {
         return Vec::new();
     };
     let res = big.resources;
-    let want = members.iter().filter(|m| m.resources == res).count() as u32;
     let in_pool: HashMap<&GangKey, usize> = pool.iter().map(|&v| (candidates[v].0, v)).collect();
     let mut have = 0u32;
     // (cost, gain, victims) per node.

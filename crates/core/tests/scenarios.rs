@@ -18,6 +18,21 @@ fn cluster(machine: &str, count: usize) -> Cluster {
     Cluster::new(nodes(machine, count)).unwrap()
 }
 
+/// A running single-pod gang holding `gpus` on `node`.
+fn busy(id: &str, node: &str, gpus: Vec<u32>) -> muster_core::PlacedPod {
+    muster_core::PlacedPod {
+        id: PodId(id.into()),
+        gang: GangKey::new("x", id),
+        node: node.into(),
+        resources: muster_core::Resources::new(1000, 1 << 30, gpus.len() as u32),
+        gpus,
+        priority: 0,
+        started_at: 0,
+        preemptible: true,
+        terminating: false,
+    }
+}
+
 fn cfg() -> PlannerConfig {
     PlannerConfig::default()
 }
@@ -97,18 +112,8 @@ fn two_interleaved_gangs_one_runs_whole_the_other_waits_whole() {
 fn fragmentation_is_named_when_gpus_are_free_but_scattered() {
     let mut c = cluster("dgx-a100", 2);
     for (i, node) in ["n0", "n1"].iter().enumerate() {
-        c.add_pod(muster_core::PlacedPod {
-            id: PodId(format!("half-{i}")),
-            gang: GangKey::new("ml", format!("half-{i}")),
-            node: node.to_string(),
-            resources: muster_core::Resources::new(1000, 1 << 30, 4),
-            gpus: vec![0, 1, 2, 3],
-            priority: 0,
-            started_at: 0,
-            preemptible: true,
-            terminating: false,
-        })
-        .unwrap();
+        c.add_pod(busy(&format!("half-{i}"), node, vec![0, 1, 2, 3]))
+            .unwrap();
     }
     let g = Gang::uniform("ml", "big", 1, 8, 0, 1);
     let w = c
@@ -351,22 +356,8 @@ fn cpu_only_pods_avoid_gpu_nodes() {
 #[test]
 fn reservation_holds_the_node_closest_to_free() {
     let mut c = cluster("dgx-a100", 2);
-    let busy = |c: &mut Cluster, id: &str, node: &str, gpus: Vec<u32>| {
-        c.add_pod(muster_core::PlacedPod {
-            id: PodId(id.into()),
-            gang: GangKey::new("x", id),
-            node: node.into(),
-            resources: muster_core::Resources::new(1000, 1 << 30, gpus.len() as u32),
-            gpus,
-            priority: 0,
-            started_at: 0,
-            preemptible: true,
-            terminating: false,
-        })
-        .unwrap();
-    };
-    busy(&mut c, "seven", "n0", (0..7).collect());
-    busy(&mut c, "one", "n1", vec![0]);
+    c.add_pod(busy("seven", "n0", (0..7).collect())).unwrap();
+    c.add_pod(busy("one", "n1", vec![0])).unwrap();
     let g = Gang::uniform("ml", "whole", 1, 8, 0, 0);
     let plan = c.plan(std::slice::from_ref(&g), 4000, &cfg());
     assert_eq!(plan.waiting_for(&g.key).unwrap().reserved_nodes, vec!["n1"]);

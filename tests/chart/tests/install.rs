@@ -63,25 +63,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_established(client: &Client, names: &[String]) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let started = Instant::now();
-    for name in names {
-        loop {
-            let crd = api.get(name).await.expect("CRD exists");
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(started.elapsed() < DEADLINE, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
 /// Creates every document of an example file (namespaced objects go to `ns`).
 async fn apply_example(client: &Client, file: &str, ns: &str) {
     let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
@@ -180,11 +161,13 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
     assert!(notes.contains("muster.dev/gang"), "NOTES shown: {notes}");
 
     // Every object exists.
-    wait_established(
-        &client,
-        &["podgroups.muster.dev".into(), "gpunodes.muster.dev".into()],
-    )
-    .await;
+    cluster
+        .wait_crds_established(
+            &["podgroups.muster.dev".into(), "gpunodes.muster.dev".into()],
+            DEADLINE,
+        )
+        .await
+        .expect("CRDs established");
     let dep = Api::<Deployment>::namespaced(client.clone(), NS)
         .get("muster-scheduler")
         .await
@@ -372,7 +355,10 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
             .expect("compat CRD");
     }
     let names: Vec<String> = compat.iter().map(|c| c.name_any()).collect();
-    wait_established(&client, &names).await;
+    cluster
+        .wait_crds_established(&names, DEADLINE)
+        .await
+        .expect("compat CRDs established");
 
     cluster
         .add_gpu_nodes(&NodeSpec::fixture("dgx-a100", 4))

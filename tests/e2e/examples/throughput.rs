@@ -139,7 +139,7 @@ async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
         .expect("port");
     let config = format!("{}{QPS}", scheduler_config(port));
     let c = cluster(config, nodes).await;
-    install_crds(&c.client()).await;
+    install_crds(&c).await;
     let ext = Extender::start_release(&c, port);
     ext.ready().await;
     let pods: Vec<Pod> = (0..gangs)

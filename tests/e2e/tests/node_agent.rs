@@ -20,7 +20,7 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
     let (agent_bin, fake_nvml) = build_agent();
     let cluster = TestCluster::start(ClusterSpec::default()).await.unwrap();
     let client = cluster.client();
-    install_crds(&client).await;
+    install_crds(&cluster).await;
     // A GPU node without any GFD labels: whatever GFD labels it ends with come from the agent.
     let node_spec = NodeSpec {
         count: 1,

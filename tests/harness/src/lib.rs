@@ -20,6 +20,7 @@
 mod certs;
 mod cluster;
 mod components;
+mod crds;
 mod error;
 mod nodes;
 mod ports;

@@ -3,9 +3,6 @@
 //! installing Muster's CRDs from the chart.
 #![allow(dead_code)]
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
-use kube::{Api, Client};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,34 +49,11 @@ pub fn build_agent() -> (PathBuf, PathBuf) {
 }
 
 /// Installs every CRD of the chart and waits until each is established.
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = repo_root().join("charts/muster/crds");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("reading charts/muster/crds") {
-        let path = entry.expect("directory entry").path();
-        let text = std::fs::read_to_string(&path).expect("reading a CRD");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD YAML");
-        names.push(crd.metadata.name.clone().unwrap_or_default());
-        api.create(&PostParams::default(), &crd)
-            .await
-            .expect("creating a CRD");
-    }
-    let started = Instant::now();
-    for name in names {
-        loop {
-            let crd = api.get(&name).await.expect("reading a CRD");
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(started.elapsed() < DEADLINE, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+pub async fn install_crds(cluster: &muster_testcluster::TestCluster) {
+    cluster
+        .install_crds(&repo_root().join("charts/muster/crds"))
+        .await
+        .expect("installing the chart's CRDs");
 }
 
 /// One agent process for one node; killed on drop and with the test (PDEATHSIG).

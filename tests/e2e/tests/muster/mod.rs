@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
@@ -212,34 +211,11 @@ extenders:
 }
 
 /// Installs Muster's CRDs from the chart and waits until they are served.
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = repo_root().join("charts/muster/crds");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("crds dir") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("crd");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd yaml");
-        names.push(crd.metadata.name.clone().unwrap_or_default());
-        api.create(&PostParams::default(), &crd)
-            .await
-            .expect("create crd");
-    }
-    let started = Instant::now();
-    for name in names {
-        loop {
-            let crd = api.get(&name).await.expect("get crd");
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(started.elapsed() < DEADLINE, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+pub async fn install_crds(cluster: &TestCluster) {
+    cluster
+        .install_crds(&repo_root().join("charts/muster/crds"))
+        .await
+        .expect("installing Muster's CRDs");
 }
 
 /// A cluster with Muster's CRDs, `nodes`, the extender and kube-scheduler's `muster` profile.
@@ -249,7 +225,7 @@ pub async fn muster_cluster(nodes: &[NodeSpec], extender_args: &[&str]) -> (Test
         TestCluster::start(ClusterSpec::default().with_scheduler_config(scheduler_config(port)))
             .await
             .expect("cluster");
-    install_crds(&cluster.client()).await;
+    install_crds(&cluster).await;
     for spec in nodes {
         cluster.add_gpu_nodes(spec).await.expect("nodes");
     }

@@ -73,13 +73,14 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             );
         })
         .collect();
-    let mut cluster = match Cluster::new(nodes) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "building cluster snapshot");
-            Cluster::default()
+    // One malformed node (e.g. more GPUs than the core supports) is skipped, not fatal.
+    let mut cluster = Cluster::default();
+    for node in nodes {
+        let name = node.name.clone();
+        if let Err(e) = cluster.upsert_node(node) {
+            tracing::warn!(node = %name, error = %e, "node left out of placement");
         }
-    };
+    }
     let mut gangs: HashMap<GangKey, GangInfo> = HashMap::new();
     let mut pods = HashMap::new();
     let mut members: BTreeMap<GangKey, Vec<(PodRequest, i32, bool, u64)>> = BTreeMap::new();

@@ -101,7 +101,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
         let gref = gang_of(&pod);
         let info = gangs
             .entry(gref.key.clone())
-            .or_insert_with(|| gang_info(cache, &gref.key, &gref.source, now));
+            .or_insert_with(|| gang_info(cache, &gref.key, &gref.source));
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         if ours {
             info.members += 1;
@@ -258,7 +258,7 @@ fn annotated_gpus(pod: &Pod, ids: Option<&Vec<String>>) -> Vec<u32> {
     }
 }
 
-fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource, now: u64) -> GangInfo {
+fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
     let mut info = GangInfo {
         source: source.clone(),
         min_member: 1,
@@ -307,7 +307,6 @@ fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource, now: u64) -> Gan
                         }
                     }
                 }
-                let _ = now;
             }
         },
         GangSource::Coscheduling(name) => match cache

@@ -84,6 +84,18 @@ pub struct GpuHealthState {
     pub last_xid: Option<u64>,
 }
 
+impl GpuHealthState {
+    /// A GPU with no health events yet.
+    pub fn healthy(index: u32, uuid: impl Into<String>) -> GpuHealthState {
+        GpuHealthState {
+            index,
+            uuid: uuid.into(),
+            healthy: true,
+            ..GpuHealthState::default()
+        }
+    }
+}
+
 /// A running watcher. Dropping it stops the thread (within one wait timeout).
 pub struct HealthWatcher {
     stop: Arc<AtomicBool>,
@@ -140,12 +152,7 @@ impl Inventory {
         let state = Arc::new(Mutex::new(
             self.gpus
                 .iter()
-                .map(|g| GpuHealthState {
-                    index: g.index,
-                    uuid: g.uuid.clone(),
-                    healthy: true,
-                    ..Default::default()
-                })
+                .map(|g| GpuHealthState::healthy(g.index, g.uuid.clone()))
                 .collect(),
         ));
         let stop = Arc::new(AtomicBool::new(false));

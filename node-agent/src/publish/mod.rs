@@ -127,12 +127,7 @@ mod tests {
             .collect();
         let health = gpus
             .iter()
-            .map(|g| GpuHealthState {
-                index: g.index,
-                uuid: g.uuid.clone(),
-                healthy: true,
-                ..Default::default()
-            })
+            .map(|g| GpuHealthState::healthy(g.index, g.uuid.clone()))
             .collect();
         NodeView {
             node_name: "n".into(),

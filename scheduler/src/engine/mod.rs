@@ -39,7 +39,7 @@ pub enum Answer {
     Wait { message: String, unresolvable: bool },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Slot {
     namespace: String,
     name: String,
@@ -172,7 +172,7 @@ impl Engine {
                 let slots: Vec<(String, Slot)> = plan
                     .pods
                     .iter()
-                    .map(|(u, s)| (u.clone(), s.clone_slot()))
+                    .map(|(u, s)| (u.clone(), s.clone()))
                     .collect();
                 let waited = now_secs().saturating_sub(plan.created_at) as f64;
                 self.metrics
@@ -200,9 +200,10 @@ impl Engine {
 
     /// Prioritize: the planned node scores 10, every other 0.
     pub async fn planned_node(&self, uid: &str) -> Option<String> {
-        let st = self.state.lock().await;
-        let gang = st.pod_plan.get(uid)?;
-        st.plans.get(gang)?.pods.get(uid).map(|s| s.node.clone())
+        match planned(&*self.state.lock().await, uid)? {
+            Answer::Node(node) => Some(node),
+            Answer::Wait { .. } => None,
+        }
     }
 
     /// Drops plans whose barrier timed out (nothing was bound) and forgets released plans once
@@ -466,19 +467,6 @@ impl Engine {
             if self.cache.generation() != st.planned_generation && !recent {
                 self.replan(&mut st, None);
             }
-        }
-    }
-}
-
-impl Slot {
-    fn clone_slot(&self) -> Slot {
-        Slot {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            node: self.node.clone(),
-            gpus: self.gpus.clone(),
-            gpu_ids: self.gpu_ids.clone(),
-            resources: self.resources,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Kinds whose CRD may be absent (other schedulers' PodGroups, GpuNode before the agent is
 //! installed) just stay empty while their watch retries with backoff.
 
+use crate::gang_index::GangIndex;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -30,6 +31,8 @@ pub struct Cache {
     pub upstream: Store<UpstreamPodGroup>,
     pub priority_classes: Store<PriorityClass>,
     pub gpu_nodes: Store<GpuNode>,
+    /// Pods by gang, from the same pod watch.
+    pub gangs: GangIndex,
     generation: Arc<AtomicU64>,
     changed: Arc<Notify>,
 }
@@ -43,15 +46,18 @@ impl Cache {
             generation: generation.clone(),
             changed: changed.clone(),
         };
+        let gangs = GangIndex::default();
+        let index = gangs.clone();
         let cache = Cache {
             nodes: w.watch(Api::<Node>::all(client.clone())),
-            pods: w.watch(Api::<Pod>::all(client.clone())),
+            pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| index.apply(e)),
             pod_groups: w.watch(Api::<PodGroup>::all(client.clone())),
             coscheduling: w.watch(Api::<coscheduling::PodGroup>::all(client.clone())),
             volcano: w.watch(Api::<volcano::PodGroup>::all(client.clone())),
             upstream: w.watch(Api::<UpstreamPodGroup>::all(client.clone())),
             priority_classes: w.watch(Api::<PriorityClass>::all(client.clone())),
             gpu_nodes: w.watch(Api::<GpuNode>::all(client)),
+            gangs,
             generation,
             changed,
         };
@@ -70,6 +76,30 @@ impl Cache {
         }
     }
 
+    /// A cache filled once from listed objects, without watches: for tools (`kubectl muster`)
+    /// and tests that want the engine's view of a cluster at one instant.
+    pub fn from_objects(objects: CacheObjects) -> Cache {
+        let gangs = GangIndex::default();
+        gangs.apply(&watcher::Event::Init);
+        for p in &objects.pods {
+            gangs.apply(&watcher::Event::InitApply(p.clone()));
+        }
+        gangs.apply(&watcher::Event::InitDone);
+        Cache {
+            nodes: filled(objects.nodes),
+            pods: filled(objects.pods),
+            pod_groups: filled(objects.pod_groups),
+            coscheduling: filled(objects.coscheduling),
+            volcano: filled(objects.volcano),
+            upstream: filled(objects.upstream),
+            priority_classes: filled(objects.priority_classes),
+            gpu_nodes: filled(objects.gpu_nodes),
+            gangs,
+            generation: Arc::new(AtomicU64::new(1)),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
     /// Changes whenever any watched object changes.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -81,6 +111,33 @@ impl Cache {
     }
 }
 
+/// Objects for [`Cache::from_objects`]; kinds left empty are simply absent.
+#[derive(Default)]
+pub struct CacheObjects {
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    pub pod_groups: Vec<PodGroup>,
+    pub coscheduling: Vec<coscheduling::PodGroup>,
+    pub volcano: Vec<volcano::PodGroup>,
+    pub upstream: Vec<UpstreamPodGroup>,
+    pub priority_classes: Vec<PriorityClass>,
+    pub gpu_nodes: Vec<GpuNode>,
+}
+
+fn filled<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
 struct Watches {
     generation: Arc<AtomicU64>,
     changed: Arc<Notify>,
@@ -88,6 +145,19 @@ struct Watches {
 
 impl Watches {
     fn watch<K>(&self, api: Api<K>) -> Store<K>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        self.watch_with(api, |_| {})
+    }
+
+    /// Like `watch`, also handing every event to `observe` once the store has applied it.
+    fn watch_with<K>(
+        &self,
+        api: Api<K>,
+        mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    ) -> Store<K>
     where
         K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -106,7 +176,8 @@ impl Watches {
             let mut failing = false;
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(_) => {
+                    Ok(event) => {
+                        observe(&event);
                         failing = false;
                         generation.fetch_add(1, Ordering::AcqRel);
                         changed.notify_waiters();

@@ -14,7 +14,7 @@ use std::time::Duration;
 )]
 pub struct Flags {
     /// YAML file with any of: listen, barrierTimeoutSeconds, reserveAfterSeconds,
-    /// maxReservations, preemption, leaderElect, leaseNamespace, report.
+    /// maxReservations, preemption, leaderElect, leaseNamespace, followLease, report.
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address for the extender verbs, /metrics, /healthz and /readyz.
@@ -39,6 +39,10 @@ pub struct Flags {
     pub leader_elect: Option<bool>,
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// With --leader-elect: instead of holding a Lease, lead exactly while the kube-scheduler
+    /// in this pod (same hostname) holds this Lease (its `leaderElection.resourceName`).
+    #[arg(long)]
+    pub follow_lease: Option<String>,
     /// Write PodGroup status and Events.
     #[arg(long)]
     pub report: Option<bool>,
@@ -57,6 +61,7 @@ pub struct FileConfig {
     pub preemption: Option<bool>,
     pub leader_elect: Option<bool>,
     pub lease_namespace: Option<String>,
+    pub follow_lease: Option<String>,
     pub report: Option<bool>,
 }
 
@@ -68,6 +73,7 @@ pub struct Config {
     pub planner: muster_core::PlannerConfig,
     pub leader_elect: bool,
     pub lease_namespace: String,
+    pub follow_lease: Option<String>,
     pub report: bool,
     pub log_json: bool,
 }
@@ -115,6 +121,7 @@ impl Config {
                 .lease_namespace
                 .or(file.lease_namespace)
                 .unwrap_or_else(|| "kube-system".into()),
+            follow_lease: flags.follow_lease.or(file.follow_lease),
             report: flags.report.or(file.report).unwrap_or(true),
             log_json: flags.log_json,
         })

@@ -1,4 +1,9 @@
 //! Leader election on a `coordination.k8s.io` Lease, so two replicas never both decide.
+//!
+//! Two modes. `Hold`: the extender takes and renews a Lease of its own (a standalone
+//! deployment). `Follow`: the extender leads exactly while the kube-scheduler beside it in the
+//! same pod holds kube-scheduler's Lease (its holder identity is `<hostname>_<uuid>`), so the
+//! extender that decides is always the one the leading kube-scheduler calls.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -8,10 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseMode {
+    Hold,
+    /// Lead while the Lease holder's identity starts with `identity` (`<hostname>_`).
+    Follow,
+}
+
 pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,
     pub identity: String,
+    pub mode: LeaseMode,
     pub lease_duration: Duration,
     pub renew_every: Duration,
 }
@@ -20,7 +33,11 @@ pub struct LeaseConfig {
 pub async fn run(client: Client, cfg: LeaseConfig, leader: Arc<AtomicBool>) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     loop {
-        let held = match try_acquire(&api, &cfg).await {
+        let round = match cfg.mode {
+            LeaseMode::Hold => try_acquire(&api, &cfg).await,
+            LeaseMode::Follow => holds_followed(&api, &cfg).await,
+        };
+        let held = match round {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, lease = %cfg.name, "lease round failed");
@@ -32,6 +49,22 @@ pub async fn run(client: Client, cfg: LeaseConfig, leader: Arc<AtomicBool>) {
         }
         tokio::time::sleep(cfg.renew_every).await;
     }
+}
+
+/// Whether the followed Lease is held, unexpired, by an identity starting with ours.
+async fn holds_followed(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+    let Some(lease) = api.get_opt(&cfg.name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let fresh = spec.renew_time.as_ref().is_some_and(|t| {
+        t.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(15)) >= now
+    });
+    Ok(fresh
+        && spec
+            .holder_identity
+            .is_some_and(|h| h.starts_with(&cfg.identity)))
 }
 
 async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod extender;
 pub mod gang;
+pub mod gang_index;
 pub mod leader;
 pub mod metrics;
 pub mod resources;

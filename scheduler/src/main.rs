@@ -34,6 +34,18 @@ async fn main() -> ExitCode {
     }
 }
 
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "muster".into())
+}
+
 async fn client(config: &Config) -> anyhow::Result<kube::Client> {
     let kc = match &config.kubeconfig {
         Some(path) => {
@@ -76,32 +88,38 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     );
     let leader = Arc::new(AtomicBool::new(!config.leader_elect));
     if config.leader_elect {
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("muster-{}", std::process::id()));
+        let (name, identity, mode) = match &config.follow_lease {
+            // kube-scheduler's identity is `<hostname>_<uuid>`; a pod's hostname is its name.
+            Some(lease) => (
+                lease.clone(),
+                format!("{}_", hostname()),
+                leader::LeaseMode::Follow,
+            ),
+            None => (
+                "muster-scheduler".to_string(),
+                std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+                leader::LeaseMode::Hold,
+            ),
+        };
+        tracing::info!(lease = %name, %identity, ?mode, "leader election");
         tokio::spawn(leader::run(
             client.clone(),
             leader::LeaseConfig {
                 namespace: config.lease_namespace.clone(),
-                name: "muster-scheduler".into(),
+                name,
                 identity,
+                mode,
                 lease_duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(2),
             },
             leader.clone(),
         ));
     }
-    {
-        let (engine, leader, ready) = (engine.clone(), leader.clone(), ready.clone());
-        tokio::spawn(async move {
-            // Side effects (evictions, status) only while leading.
-            while !leader.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            ready.store(true, Ordering::Release);
-            engine.run_background().await;
-        });
-    }
+    engine.follow_leadership(leader);
+    // Ready once the cache is listed; a follower is ready too (it answers "not the leader").
+    ready.store(true, Ordering::Release);
+    tokio::spawn(engine.clone().run_background());
     let app = router(AppState { engine, ready });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub barrier_timeouts: IntCounter,
     pub barrier_waiting: IntGauge,
     pub plan_seconds: HistogramVec,
+    pub fast_placements: IntCounter,
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -78,6 +80,14 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            leader: IntGauge::new(
+                "muster_leader",
+                "1 while this replica leads (decides and writes), 0 otherwise",
+            )?,
+            fast_placements: IntCounter::new(
+                "muster_fast_placements_total",
+                "Gangs placed on their own between full planning rounds",
+            )?,
             barrier_timeouts: IntCounter::new(
                 "muster_bind_barrier_timeouts_total",
                 "Gangs whose members did not all reach bind in time (nothing bound, retried whole)",
@@ -106,6 +116,8 @@ impl Metrics {
         m.registry.register(Box::new(m.barrier_timeouts.clone()))?;
         m.registry.register(Box::new(m.barrier_waiting.clone()))?;
         m.registry.register(Box::new(m.plan_seconds.clone()))?;
+        m.registry.register(Box::new(m.fast_placements.clone()))?;
+        m.registry.register(Box::new(m.leader.clone()))?;
         Ok(m)
     }
 

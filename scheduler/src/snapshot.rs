@@ -41,6 +41,8 @@ pub struct GangInfo {
     pub created_at: u64,
     pub queue: String,
     pub priority: i32,
+    /// `scheduleTimeoutSeconds` of the group: how long members may take to appear.
+    pub schedule_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,7 +85,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
     }
     let mut gangs: HashMap<GangKey, GangInfo> = HashMap::new();
     let mut pods = HashMap::new();
-    let mut members: BTreeMap<GangKey, Vec<(PodRequest, i32, bool, u64)>> = BTreeMap::new();
+    let mut members: BTreeMap<GangKey, Vec<PendingMember>> = BTreeMap::new();
     let mut unannotated: Vec<PlacedPod> = Vec::new();
 
     for pod in cache.pods.state() {
@@ -174,20 +176,10 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             }
             continue;
         }
-        let spec = pod.spec.as_ref();
-        let can_preempt = spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never");
-        let request = PodRequest {
-            id: PodId(uid),
-            resources: pod_requests(&pod),
-            selector: selector(&pod),
-            tolerations: tolerations(&pod),
-        };
-        members.entry(gref.key.clone()).or_default().push((
-            request,
-            priority,
-            can_preempt,
-            created_secs(pod.metadata.creation_timestamp.as_ref()),
-        ));
+        members
+            .entry(gref.key.clone())
+            .or_default()
+            .push(pending_member(&pod, uid));
     }
     // Pods bound without a GPU choice (another scheduler, or before Muster): lowest free GPUs.
     for mut p in unannotated {
@@ -202,24 +194,16 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             tracing::debug!(error = %e, "pod on a node outside the snapshot");
         }
     }
+    for info in gangs.values_mut() {
+        flag_missing_members(info, now);
+    }
     let pending = members
         .into_iter()
         .filter_map(|(key, list)| {
             let info = gangs.get(&key)?;
-            if info.problem.is_some() {
-                return None;
-            }
-            Some(Gang {
-                queue: info.queue.clone(),
-                priority: info
-                    .priority
-                    .max(list.iter().map(|m| m.1).max().unwrap_or(0)),
-                created_at: info.created_at,
-                min_member: info.min_member,
-                can_preempt: list.iter().all(|m| m.2),
-                pending: list.into_iter().map(|m| m.0).collect(),
-                key,
-            })
+            info.problem
+                .is_none()
+                .then(|| pending_gang(key, info, list))
         })
         .collect();
     Snapshot {
@@ -231,7 +215,66 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
     }
 }
 
-fn created_secs(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> u64 {
+/// A group whose `scheduleTimeoutSeconds` passed with fewer member pods than `minMember` is
+/// reported invalid (it still schedules if the members appear later).
+fn flag_missing_members(info: &mut GangInfo, now: u64) {
+    let Some(timeout) = info.schedule_timeout_secs else {
+        return;
+    };
+    let waited = now.saturating_sub(info.created_at);
+    if info.problem.is_none()
+        && info.created_at > 0
+        && waited > timeout
+        && info.members < info.min_member
+        && info.bound < info.min_member
+    {
+        info.problem = Some(format!(
+            "invalid PodGroup: minMember is {} but only {} member pod(s) exist {waited}s after it was created (scheduleTimeoutSeconds {timeout})",
+            info.min_member, info.members
+        ));
+    }
+}
+
+/// A pod waiting for placement, as the core sees it.
+pub struct PendingMember {
+    pub request: PodRequest,
+    pub priority: i32,
+    pub can_preempt: bool,
+}
+
+pub fn pending_member(pod: &Pod, uid: String) -> PendingMember {
+    let spec = pod.spec.as_ref();
+    PendingMember {
+        request: PodRequest {
+            id: PodId(uid),
+            resources: pod_requests(pod),
+            selector: selector(pod),
+            tolerations: tolerations(pod),
+        },
+        priority: spec.and_then(|s| s.priority).unwrap_or(0),
+        can_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
+    }
+}
+
+/// The core's view of a gang's waiting members; the gang's priority is the highest of its
+/// group's and its members'.
+pub fn pending_gang(key: GangKey, info: &GangInfo, members: Vec<PendingMember>) -> Gang {
+    Gang {
+        queue: info.queue.clone(),
+        priority: info
+            .priority
+            .max(members.iter().map(|m| m.priority).max().unwrap_or(0)),
+        created_at: info.created_at,
+        min_member: info.min_member,
+        can_preempt: members.iter().all(|m| m.can_preempt),
+        pending: members.into_iter().map(|m| m.request).collect(),
+        key,
+    }
+}
+
+pub(crate) fn created_secs(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> u64 {
     t.map(|t| t.0.as_second().max(0) as u64).unwrap_or(0)
 }
 
@@ -258,7 +301,7 @@ fn annotated_gpus(pod: &Pod, ids: Option<&Vec<String>>) -> Vec<u32> {
     }
 }
 
-fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
+pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
     let mut info = GangInfo {
         source: source.clone(),
         min_member: 1,
@@ -269,6 +312,7 @@ fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
         failed: 0,
         problem: None,
         created_at: 0,
+        schedule_timeout_secs: None,
         queue: "default".into(),
         priority: 0,
     };
@@ -286,6 +330,10 @@ fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
             None => info.problem = missing("PodGroup.muster.dev", name),
             Some(pg) => {
                 info.created_at = created_secs(pg.metadata.creation_timestamp.as_ref());
+                info.schedule_timeout_secs = pg
+                    .spec
+                    .schedule_timeout_seconds
+                    .and_then(|t| u64::try_from(t).ok());
                 if let Some(q) = &pg.spec.queue {
                     info.queue = q.clone();
                 }
@@ -529,4 +577,47 @@ fn tolerations(pod: &Pod) -> Vec<Toleration> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(min: u32, members: u32, created_at: u64, timeout: Option<u64>) -> GangInfo {
+        GangInfo {
+            source: GangSource::Muster("g".into()),
+            min_member: min,
+            members,
+            bound: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+            problem: None,
+            created_at,
+            queue: "default".into(),
+            priority: 0,
+            schedule_timeout_secs: timeout,
+        }
+    }
+
+    #[test]
+    fn missing_members_are_flagged_only_after_the_schedule_timeout() {
+        let mut early = group(4, 2, 1_000, Some(60));
+        flag_missing_members(&mut early, 1_030);
+        assert_eq!(early.problem, None);
+
+        let mut late = group(4, 2, 1_000, Some(60));
+        flag_missing_members(&mut late, 1_090);
+        let problem = late.problem.unwrap();
+        assert!(problem.contains("minMember is 4 but only 2"), "{problem}");
+        assert!(problem.contains("scheduleTimeoutSeconds 60"), "{problem}");
+
+        let mut complete = group(4, 4, 1_000, Some(60));
+        flag_missing_members(&mut complete, 5_000);
+        assert_eq!(complete.problem, None);
+
+        let mut no_timeout = group(4, 1, 1_000, None);
+        flag_missing_members(&mut no_timeout, 5_000);
+        assert_eq!(no_timeout.problem, None);
+    }
 }

@@ -1,4 +1,4 @@
-//! Writes to the API server: releasing a gang (GPU annotations, then Bindings), evictions.
+//! Writes to the API server: releasing a gang (Bindings carrying the GPU choice), evictions.
 
 use super::Slot;
 use super::status::Reporter;
@@ -11,9 +11,9 @@ use muster_core::GangKey;
 use std::collections::HashMap;
 use tokio::sync::oneshot;
 
-/// Annotates every member with its GPUs, then binds them all concurrently, and answers each
-/// waiting bind call. Annotations come first so the device plugin never sees a bound pod
-/// without its GPU choice.
+/// Binds every member concurrently and answers each waiting bind call. Each Binding carries
+/// the GPU choice as annotations, which the API server copies onto the pod in the same write
+/// that sets its node, so the device plugin never sees a bound pod without its GPUs.
 pub(super) async fn release(
     client: Client,
     gang: GangKey,
@@ -39,15 +39,17 @@ pub(super) async fn release(
         let nodes: std::collections::BTreeSet<&str> =
             slots.iter().map(|(_, s)| s.node.as_str()).collect();
         tracing::info!(%gang, members = slots.len(), nodes = nodes.len(), "gang bound");
-        for (_, s) in &slots {
+        // One event per gang, on its first member by name: kube-scheduler already records a
+        // Scheduled event per pod, and the GPUs are on each pod's annotation.
+        if let Some((_, first)) = slots.iter().min_by(|a, b| a.1.name.cmp(&b.1.name)) {
             let note = format!(
-                "gang {gang}: all {} members bound together; this pod on {} with GPUs [{}]",
+                "gang {gang}: all {} members bound together on {} node(s): {}",
                 slots.len(),
-                s.node,
-                s.gpu_ids.join(",")
+                nodes.len(),
+                nodes.iter().copied().collect::<Vec<_>>().join(",")
             );
             reporter
-                .pod_event(&s.namespace, &s.name, "GangScheduled", "Bind", note)
+                .pod_event(&first.namespace, &first.name, "GangScheduled", "Bind", note)
                 .await;
         }
     }
@@ -55,24 +57,20 @@ pub(super) async fn release(
 
 async fn bind_one(client: Client, slot: &Slot) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client, &slot.namespace);
-    let patch = serde_json::json!({"metadata": {"annotations": {
-        names::ANNOTATION_GPU_IDS: slot.gpu_ids.join(","),
-        names::ANNOTATION_GPU_NODE: slot.node,
-    }}});
-    if !slot.gpu_ids.is_empty() {
-        pods.patch(&slot.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| {
-                format!(
-                    "annotating {}/{} with its GPUs: {e}",
-                    slot.namespace, slot.name
-                )
-            })?;
-    }
+    let annotations = (!slot.gpu_ids.is_empty()).then(|| {
+        std::collections::BTreeMap::from([
+            (
+                names::ANNOTATION_GPU_IDS.to_string(),
+                slot.gpu_ids.join(","),
+            ),
+            (names::ANNOTATION_GPU_NODE.to_string(), slot.node.clone()),
+        ])
+    });
     let binding = Binding {
         metadata: kube::api::ObjectMeta {
             name: Some(slot.name.clone()),
             namespace: Some(slot.namespace.clone()),
+            annotations,
             ..Default::default()
         },
         target: ObjectReference {

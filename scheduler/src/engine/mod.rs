@@ -7,17 +7,19 @@
 //! whole gang is bound, or its barrier times out and it is dropped to be retried whole.
 
 mod actions;
+mod fast;
+mod plan;
 mod status;
 
 use crate::cache::Cache;
 use crate::gang::gang_of;
 use crate::metrics::Metrics;
-use crate::snapshot::{self, Assumed};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use muster_core::{GangKey, PlannerConfig, Resources};
+use muster_core::{Cluster, GangKey, PlannerConfig, Resources};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, oneshot};
 
@@ -55,9 +57,19 @@ struct LivePlan {
     queue: String,
     created_at: u64,
     made: Instant,
+    /// When the first member reached bind: the barrier timeout counts from here.
+    first_arrival: Option<Instant>,
     arrived: HashMap<String, oneshot::Sender<Result<(), String>>>,
     /// Bindings were sent; kept (as assumed) until the cache shows the pods bound.
     released: bool,
+}
+
+/// The last full round's cluster plus every plan made since.
+struct Base {
+    cluster: Cluster,
+    gpu_ids: HashMap<String, Vec<String>>,
+    /// False while the round holds capacity for a reservation or a preemption.
+    open: bool,
 }
 
 #[derive(Default)]
@@ -70,12 +82,36 @@ struct State {
     evicting: HashMap<String, Instant>,
     reported: HashMap<GangKey, String>,
     last_replan: Option<Instant>,
+    last_expire: Option<Instant>,
+    base: Option<Base>,
+    /// Pods told to wait: touched when their gang is planned so they retry at once.
+    rejected: HashSet<String>,
 }
 
 /// Filter calls re-plan at most this often; in between, the background loop (which also runs
 /// on every change) plans and nudges the pods it placed. Bounds planning CPU under bursts of
 /// pod creation, which would otherwise starve the API server on small control planes.
+const NOT_LEADER: &str = "this Muster replica is not the leader; the leading replica decides";
+
 const MIN_FILTER_REPLAN: Duration = Duration::from_millis(200);
+
+/// Background rounds (statuses, preemptions, refreshing the base) at most this often while
+/// the cluster keeps changing; gangs in between are placed by the fast path.
+const MIN_BACKGROUND_REPLAN: Duration = Duration::from_millis(500);
+
+/// While gangs wait, a round runs at least this often even if nothing changed.
+const TIMED_REPLAN: Duration = Duration::from_secs(5);
+
+/// A plan none of whose members reached bind is dropped after this many barrier timeouts
+/// (kube-scheduler may be far behind in a burst, so it gets longer than the barrier itself).
+const UNCLAIMED_TIMEOUTS: u32 = 3;
+
+/// A planned pod missing from the cache this long after planning was deleted (the pod asking
+/// in filter may be planned before the watch delivers it).
+const WATCH_GRACE: Duration = Duration::from_secs(5);
+
+/// Plan expiry checks every plan; in a burst of filter calls once per this is enough.
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Engine {
     cache: Cache,
@@ -84,6 +120,8 @@ pub struct Engine {
     pub metrics: Metrics,
     state: Mutex<State>,
     reporter: status::Reporter,
+    /// Decisions and side effects only while this is true (see `leader`).
+    leader: std::sync::OnceLock<Arc<AtomicBool>>,
 }
 
 impl Engine {
@@ -100,7 +138,20 @@ impl Engine {
             config,
             metrics,
             state: Mutex::new(State::default()),
+            leader: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes the engine decide only while `leader` is true. Without it, the engine always
+    /// leads (a single replica).
+    pub fn follow_leadership(&self, leader: Arc<AtomicBool>) {
+        let _ = self.leader.set(leader);
+    }
+
+    fn is_leader(&self) -> bool {
+        let leading = self.leader.get().is_none_or(|l| l.load(Ordering::Acquire));
+        self.metrics.leader.set(i64::from(leading));
+        leading
     }
 
     /// Filter: the pod's planned node, or why it waits.
@@ -111,28 +162,44 @@ impl Engine {
                 unresolvable: true,
             };
         };
+        if !self.is_leader() {
+            return Answer::Wait {
+                message: NOT_LEADER.into(),
+                unresolvable: false,
+            };
+        }
         let gang = gang_of(pod).key;
         let mut st = self.state.lock().await;
         self.expire(&mut st);
         if let Some(answer) = planned(&st, &uid) {
             return answer;
         }
-        let stale =
-            self.cache.generation() != st.planned_generation || !st.seen_pods.contains(&uid);
+        let answer = self.decide(&mut st, pod, &uid, &gang);
+        if matches!(answer, Answer::Wait { .. }) {
+            st.rejected.insert(uid);
+        }
+        answer
+    }
+
+    fn decide(self: &Arc<Self>, st: &mut State, pod: &Pod, uid: &str, gang: &GangKey) -> Answer {
+        if let Some(answer) = self.try_fast(st, pod, uid) {
+            return answer;
+        }
+        let stale = self.cache.generation() != st.planned_generation || !st.seen_pods.contains(uid);
         let due = st
             .last_replan
             .is_none_or(|t| t.elapsed() >= MIN_FILTER_REPLAN);
         if stale && due {
-            self.replan(&mut st, Some(&uid));
+            self.replan(st, Some(uid));
         }
-        if let Some(answer) = planned(&st, &uid) {
+        if let Some(answer) = planned(st, uid) {
             return answer;
         }
-        if let Some(v) = st.verdicts.get(&gang) {
+        if let Some(v) = st.verdicts.get(gang) {
             return v.clone();
         }
         Answer::Wait {
-            message: if st.seen_pods.contains(&uid) {
+            message: if st.seen_pods.contains(uid) {
                 "waiting for the next placement round".into()
             } else {
                 "Muster has not seen this pod yet; retrying".into()
@@ -143,6 +210,9 @@ impl Engine {
 
     /// Bind: waits at the gang barrier; all planned members are bound together or none.
     pub async fn bind(self: &Arc<Self>, uid: &str, node: &str) -> Result<(), String> {
+        if !self.is_leader() {
+            return Err(NOT_LEADER.into());
+        }
         let rx = {
             let mut st = self.state.lock().await;
             self.expire(&mut st);
@@ -165,6 +235,7 @@ impl Engine {
                 return Err("gang already released; duplicate bind".into());
             }
             let (tx, rx) = oneshot::channel();
+            plan.first_arrival.get_or_insert_with(Instant::now);
             plan.arrived.insert(uid.to_string(), tx);
             if plan.arrived.len() == plan.pods.len() {
                 plan.released = true;
@@ -209,14 +280,24 @@ impl Engine {
     /// Drops plans whose barrier timed out (nothing was bound) and forgets released plans once
     /// the cache shows their pods bound.
     fn expire(&self, st: &mut State) {
+        if st.last_expire.is_some_and(|t| t.elapsed() < EXPIRE_EVERY) {
+            return;
+        }
+        st.last_expire = Some(Instant::now());
         let timeout = self.config.barrier_timeout;
         let mut dropped = Vec::new();
         for (gang, plan) in &st.plans {
-            let age = plan.made.elapsed();
             let done = if plan.released {
-                age > timeout * 2 || plan.pods.values().all(|s| self.is_bound(s))
+                plan.made.elapsed() > timeout * 2 || plan.pods.values().all(|s| self.is_bound(s))
             } else {
-                age > timeout
+                match plan.first_arrival {
+                    Some(t) => t.elapsed() > timeout,
+                    None => {
+                        let age = plan.made.elapsed();
+                        age > timeout * UNCLAIMED_TIMEOUTS
+                            || (age > WATCH_GRACE && plan.pods.values().any(|s| self.is_gone(s)))
+                    }
+                }
             };
             if done {
                 dropped.push(gang.clone());
@@ -242,8 +323,18 @@ impl Engine {
                 }
                 // Force a fresh plan for the retry.
                 st.planned_generation = 0;
+                st.base = None;
             }
         }
+    }
+
+    /// The pod was deleted (or never reached the cache), so its plan cannot complete.
+    fn is_gone(&self, slot: &Slot) -> bool {
+        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
+        self.cache
+            .pods
+            .get(&key)
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     }
 
     fn is_bound(&self, slot: &Slot) -> bool {
@@ -252,201 +343,6 @@ impl Engine {
             .pods
             .get(&key)
             .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-    }
-
-    /// Members of newly planned gangs are touched so kube-scheduler retries them now rather
-    /// than after their backoff; `asking` (the pod being filtered) needs no touch.
-    fn replan(self: &Arc<Self>, st: &mut State, asking: Option<&str>) {
-        let generation = self.cache.generation();
-        let now = now_secs();
-        let started = Instant::now();
-        st.last_replan = Some(started);
-        let assumed: HashMap<String, Assumed> = st
-            .plans
-            .iter()
-            .flat_map(|(gang, plan)| {
-                plan.pods.iter().map(move |(uid, s)| {
-                    (
-                        uid.clone(),
-                        Assumed {
-                            gang: gang.clone(),
-                            node: s.node.clone(),
-                            gpus: s.gpus.clone(),
-                            resources: s.resources,
-                            priority: plan.priority,
-                        },
-                    )
-                })
-            })
-            .collect();
-        let snap = snapshot::build(&self.cache, &assumed, now);
-        let built = started.elapsed();
-        let plan = snap.cluster.plan(&snap.pending, now, &self.config.planner);
-        self.metrics
-            .plan_seconds
-            .with_label_values(&["snapshot"])
-            .observe(built.as_secs_f64());
-        self.metrics
-            .plan_seconds
-            .with_label_values(&["plan"])
-            .observe((started.elapsed() - built).as_secs_f64());
-        st.planned_generation = generation;
-        st.seen_pods = snap.pods.keys().cloned().collect();
-        st.verdicts.clear();
-
-        let gang_of_pending: HashMap<&GangKey, &muster_core::Gang> =
-            snap.pending.iter().map(|g| (&g.key, g)).collect();
-        for placement in &plan.placements {
-            let Some(gang) = gang_of_pending.get(&placement.gang) else {
-                continue;
-            };
-            let mut pods = HashMap::new();
-            for a in &placement.assignments {
-                let Some(info) = snap.pods.get(&a.pod.0) else {
-                    continue;
-                };
-                let ids = snap.gpu_ids.get(&a.node);
-                let resources = gang
-                    .pending
-                    .iter()
-                    .find(|p| p.id == a.pod)
-                    .map(|p| p.resources)
-                    .unwrap_or_default();
-                pods.insert(
-                    a.pod.0.clone(),
-                    Slot {
-                        namespace: info.namespace.clone(),
-                        name: info.name.clone(),
-                        node: a.node.clone(),
-                        gpu_ids: a
-                            .gpus
-                            .iter()
-                            .filter_map(|&g| ids.and_then(|ids| ids.get(g as usize)).cloned())
-                            .collect(),
-                        gpus: a.gpus.clone(),
-                        resources,
-                    },
-                );
-            }
-            for uid in pods.keys() {
-                st.pod_plan.insert(uid.clone(), placement.gang.clone());
-            }
-            let touch: Vec<(String, String, String)> = pods
-                .iter()
-                .filter(|(uid, _)| Some(uid.as_str()) != asking)
-                .map(|(_, s)| (s.namespace.clone(), s.name.clone(), s.node.clone()))
-                .collect();
-            if !touch.is_empty() {
-                tokio::spawn(actions::nudge(self.client.clone(), touch));
-            }
-            st.plans.insert(
-                placement.gang.clone(),
-                LivePlan {
-                    pods,
-                    priority: gang.priority,
-                    queue: gang.queue.clone(),
-                    created_at: gang.created_at,
-                    made: Instant::now(),
-                    arrived: HashMap::new(),
-                    released: false,
-                },
-            );
-            self.metrics
-                .gang_attempts
-                .with_label_values(&["placed"])
-                .inc();
-        }
-        for p in &plan.preemptions {
-            st.verdicts.insert(
-                p.gang.clone(),
-                Answer::Wait {
-                    message: p.message.clone(),
-                    unresolvable: false,
-                },
-            );
-            self.metrics
-                .gang_attempts
-                .with_label_values(&["preempting"])
-                .inc();
-            self.metrics.preemptions.inc_by(p.victims.len() as u64);
-            let mut victims = Vec::new();
-            for v in &p.victims {
-                for pod in &v.pods {
-                    let recent = st
-                        .evicting
-                        .get(&pod.0)
-                        .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
-                    if let (false, Some(info)) = (recent, snap.pods.get(&pod.0)) {
-                        st.evicting.insert(pod.0.clone(), Instant::now());
-                        victims.push((info.namespace.clone(), info.name.clone(), v.gang.clone()));
-                    }
-                }
-            }
-            tracing::info!(gang = %p.gang, victims = p.victims.len(), "{}", p.message);
-            if !victims.is_empty() {
-                tokio::spawn(actions::evict(
-                    self.client.clone(),
-                    p.gang.clone(),
-                    victims,
-                    self.metrics.clone(),
-                    self.reporter.clone(),
-                ));
-            }
-        }
-        st.evicting
-            .retain(|_, t| t.elapsed() < Duration::from_secs(300));
-        let mut pending_by_queue: HashMap<String, i64> = HashMap::new();
-        for w in &plan.waiting {
-            st.verdicts.insert(
-                w.gang.clone(),
-                Answer::Wait {
-                    message: w.message.clone(),
-                    unresolvable: w.reason.unresolvable(),
-                },
-            );
-            self.metrics
-                .gang_attempts
-                .with_label_values(&["waiting"])
-                .inc();
-            if let Some(g) = gang_of_pending.get(&w.gang) {
-                *pending_by_queue.entry(g.queue.clone()).or_default() += 1;
-            }
-        }
-        for (gang, info) in &snap.gangs {
-            if let Some(problem) = &info.problem {
-                st.verdicts.insert(
-                    gang.clone(),
-                    Answer::Wait {
-                        message: problem.clone(),
-                        unresolvable: true,
-                    },
-                );
-            }
-        }
-        self.metrics.pending_gangs.reset();
-        for (q, n) in pending_by_queue {
-            self.metrics.pending_gangs.with_label_values(&[&q]).set(n);
-        }
-        if self.config.report {
-            let updates = status::updates(
-                &snap,
-                &st.verdicts,
-                &st.plans.keys().cloned().collect(),
-                &mut st.reported,
-                now,
-            );
-            if !updates.is_empty() {
-                tokio::spawn(self.reporter.clone().write_status(updates));
-            }
-        }
-        tracing::debug!(
-            generation,
-            placed = plan.placements.len(),
-            preempting = plan.preemptions.len(),
-            waiting = plan.waiting.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "planned"
-        );
     }
 
     /// Re-plans in the background whenever the cache changes, so preemptions and statuses
@@ -460,11 +356,24 @@ impl Engine {
             // Let bursts of events settle into one round.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let mut st = self.state.lock().await;
+            if !self.is_leader() {
+                // A new leader plans from scratch; waiting binds are released with an error
+                // (dropped senders) and kube-scheduler retries those pods.
+                if !st.plans.is_empty() || st.base.is_some() {
+                    tracing::info!(plans = st.plans.len(), "not the leader: dropping plans");
+                }
+                *st = State::default();
+                continue;
+            }
             self.expire(&mut st);
             let recent = st
                 .last_replan
-                .is_some_and(|t| t.elapsed() < MIN_FILTER_REPLAN);
-            if self.cache.generation() != st.planned_generation && !recent {
+                .is_some_and(|t| t.elapsed() < MIN_BACKGROUND_REPLAN);
+            let changed = self.cache.generation() != st.planned_generation;
+            // Waits can end with time alone (reservations, schedule timeouts).
+            let waits_age = !st.verdicts.is_empty()
+                && st.last_replan.is_none_or(|t| t.elapsed() >= TIMED_REPLAN);
+            if (changed && !recent) || waits_age {
                 self.replan(&mut st, None);
             }
         }

@@ -123,7 +123,6 @@ pub(super) fn updates(
             "status": if valid { "True" } else { "False" },
             "reason": if valid { "Valid" } else { "Invalid" },
             "message": info.problem.clone().unwrap_or_default(),
-            "lastTransitionTime": rfc3339(now),
         })];
         let status = serde_json::json!({
             "phase": phase,
@@ -143,6 +142,10 @@ pub(super) fn updates(
         reported.insert(key.clone(), fingerprint);
         let mut status = status;
         status["lastSchedulingAttempt"] = serde_json::Value::String(rfc3339(now));
+        // Written only when something changed, so "now" is when the condition last moved.
+        if let Some(c) = status["conditions"].get_mut(0) {
+            c["lastTransitionTime"] = serde_json::Value::String(rfc3339(now));
+        }
         out.push(StatusUpdate {
             namespace: key.namespace.clone(),
             name: name.clone(),

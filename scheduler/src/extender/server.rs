@@ -85,18 +85,17 @@ async fn filter(State(state): State<AppState>, body: Bytes) -> Response {
         ..Default::default()
     };
     match state.engine.filter(pod).await {
+        // Nodes left out of both lists are simply not feasible: per-node reasons are only
+        // worth their bytes when the pod cannot go anywhere.
+        Answer::Node(node) if candidates.contains(&node) => {
+            result.node_names = Some(vec![node]);
+        }
         Answer::Node(node) => {
+            tracing::debug!(node, "planned node not among the scheduler's candidates");
             for n in candidates {
-                if n == node {
-                    result.node_names.get_or_insert_with(Vec::new).push(n);
-                } else {
-                    result
-                        .failed_nodes
-                        .insert(n, format!("gang plan places this pod on {node}"));
-                }
-            }
-            if result.node_names.as_ref().is_some_and(|v| v.is_empty()) {
-                tracing::debug!(node, "planned node not among the scheduler's candidates");
+                result
+                    .failed_nodes
+                    .insert(n, format!("gang plan places this pod on {node}"));
             }
         }
         Answer::Wait {

@@ -373,6 +373,35 @@ async fn topology_choice_and_bad_input() {
     ] {
         wait_for_condition(&api, pod, want).await;
     }
+
+    // A PodGroup still short of members after its scheduleTimeoutSeconds is reported invalid.
+    let short = serde_json::from_value(json!({"apiVersion": "muster.dev/v1alpha1",
+        "kind": "PodGroup", "metadata": {"name": "short"},
+        "spec": {"minMember": 3, "scheduleTimeoutSeconds": 2}}))
+    .unwrap();
+    pgs.create(&PostParams::default(), &short).await.unwrap();
+    create_pods(
+        &client,
+        "ml",
+        vec![member("short-0", Gang::PodGroup("short"), 1, None)],
+    )
+    .await;
+    let pg = muster_wait_podgroup(&pgs, "short", |pg| {
+        pg.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Valid" && c.status == "False")
+        })
+    })
+    .await;
+    let status = pg.status.unwrap();
+    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+    assert!(
+        valid.message.contains("minMember is 3 but only 1")
+            && valid.message.contains("scheduleTimeoutSeconds 2"),
+        "{valid:?}"
+    );
+    wait_for_condition(&api, "short-0", "scheduleTimeoutSeconds").await;
 }
 
 async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {

@@ -40,6 +40,7 @@ pub struct Extender {
     kubeconfig: PathBuf,
     log: PathBuf,
     args: Vec<String>,
+    log_filter: &'static str,
 }
 
 impl Extender {
@@ -50,19 +51,21 @@ impl Extender {
             kubeconfig: cluster.kubeconfig_path().to_path_buf(),
             log: cluster.dir().join("muster-scheduler.log"),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            log_filter: "info,muster_scheduler=debug",
         };
         e.spawn();
         e
     }
 
-    /// The release build (benchmarks); the caller builds it first.
+    /// The release build with its default settings (benchmarks); the caller builds it first.
     pub fn start_release(cluster: &TestCluster, port: u16) -> Extender {
         let mut e = Extender {
             child: None,
             port,
             kubeconfig: cluster.kubeconfig_path().to_path_buf(),
             log: cluster.dir().join("muster-scheduler.log"),
-            args: vec!["--report".into(), "false".into()],
+            args: Vec::new(),
+            log_filter: "info",
         };
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -89,7 +92,7 @@ impl Extender {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(&self.args)
-            .env("RUST_LOG", "info,muster_scheduler=debug")
+            .env("RUST_LOG", self.log_filter)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
@@ -197,6 +200,8 @@ podInitialBackoffSeconds: 1
 podMaxBackoffSeconds: 2
 profiles:
 - schedulerName: muster
+  # The extender answers with the planned node: check every node, not a sample.
+  percentageOfNodesToScore: 100
 extenders:
 - urlPrefix: "http://127.0.0.1:{port}"
   filterVerb: filter

@@ -1,0 +1,136 @@
+//! Between full rounds, a gang whose members all exist is placed on its own against the last
+//! round's result (plus every plan made since), so kube-scheduler gets an answer on the first
+//! try instead of waiting for the next round. The base only fills up between rounds (pods
+//! leaving are noticed at the next round), so this never over-commits; it is closed while the
+//! last round holds capacity for somebody (a reservation or a preemption in progress), and a
+//! gang the last round could not place is left to the next one.
+
+use super::{Answer, Engine, State, now_secs};
+use crate::gang::gang_of;
+use crate::snapshot::{self, PendingMember};
+use k8s_openapi::api::core::v1::Pod;
+use muster_api::names;
+use muster_core::PlannerConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Whether a gang's members can be planned now, from the gang index alone.
+enum Members {
+    /// All waiting, at least the minimum: plan them.
+    Ready(Vec<PendingMember>, HashMap<String, (String, String)>, u64),
+    /// Fewer than the minimum exist.
+    Missing { have: u32, min: u32 },
+    /// Some are bound, running or finished (elastic growth, restarts): a full round decides.
+    Mixed,
+}
+
+impl Engine {
+    /// The answer for `pod` if its gang could be decided without a full round.
+    pub(super) fn try_fast(
+        self: &Arc<Self>,
+        st: &mut State,
+        pod: &Pod,
+        uid: &str,
+    ) -> Option<Answer> {
+        let gref = gang_of(pod);
+        if st.plans.contains_key(&gref.key) || st.verdicts.contains_key(&gref.key) {
+            return None;
+        }
+        let mut info = snapshot::gang_info(&self.cache, &gref.key, &gref.source);
+        if info.problem.is_some() {
+            return None;
+        }
+        let (members, names, oldest) = match self.members(pod, uid, info.min_member) {
+            Members::Ready(m, n, oldest) => (m, n, oldest),
+            Members::Missing { have, min } => {
+                let missing = min - have;
+                let s = if missing == 1 { "" } else { "s" };
+                return Some(Answer::Wait {
+                    message: format!(
+                        "waiting for {missing} more member{s}: {have} of the {min} required exist"
+                    ),
+                    unresolvable: true,
+                });
+            }
+            Members::Mixed => return None,
+        };
+        let base = st.base.as_mut().filter(|b| b.open)?;
+        if info.created_at == 0 {
+            info.created_at = oldest;
+        }
+        let gang = snapshot::pending_gang(gref.key.clone(), &info, members);
+        let now = now_secs();
+        let config = PlannerConfig {
+            preemption: false,
+            ..self.config.planner.clone()
+        };
+        let plan = base.cluster.plan(std::slice::from_ref(&gang), now, &config);
+        let placement = plan.placements.into_iter().next()?;
+        if let Err(e) = base.cluster.commit(&gang, &placement.assignments, now) {
+            // The base no longer matches what was planned; rebuild it at the next round.
+            tracing::warn!(gang = %gang.key, error = %e, "fast placement did not fit its base");
+            st.base = None;
+            return None;
+        }
+        let gpu_ids = std::mem::take(&mut base.gpu_ids);
+        let name_of = |u: &str| names.get(u).cloned();
+        self.adopt(st, &gang, &placement, &name_of, &gpu_ids, Some(uid));
+        if let Some(base) = st.base.as_mut() {
+            base.gpu_ids = gpu_ids;
+        }
+        st.seen_pods.extend(names.into_keys());
+        self.metrics.fast_placements.inc();
+        super::planned(st, uid)
+    }
+
+    fn members(&self, pod: &Pod, uid: &str, min: u32) -> Members {
+        let mut members = Vec::new();
+        let mut names = HashMap::new();
+        let mut oldest = u64::MAX;
+        let mut push = |p: &Pod, u: String, members: &mut Vec<PendingMember>| {
+            oldest = oldest.min(snapshot::created_secs(
+                p.metadata.creation_timestamp.as_ref(),
+            ));
+            names.insert(
+                u.clone(),
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                ),
+            );
+            members.push(snapshot::pending_member(p, u));
+        };
+        let mut asking_seen = false;
+        for r in self.cache.gangs.members(&gang_of(pod).key) {
+            let Some(p) = self.cache.pods.get(&r) else {
+                continue;
+            };
+            let Some(u) = p.metadata.uid.clone() else {
+                continue;
+            };
+            let spec = p.spec.as_ref();
+            if spec.and_then(|s| s.scheduler_name.as_deref()) != Some(names::SCHEDULER_NAME) {
+                continue;
+            }
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            let bound = spec.and_then(|s| s.node_name.as_ref()).is_some();
+            if bound || matches!(phase, Some("Succeeded" | "Failed")) {
+                return Members::Mixed;
+            }
+            if p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            asking_seen |= u == uid;
+            push(&p, u, &mut members);
+        }
+        // The watch may lag the pod kube-scheduler is asking about.
+        if !asking_seen {
+            push(pod, uid.to_string(), &mut members);
+        }
+        let have = members.len() as u32;
+        if have < min {
+            return Members::Missing { have, min };
+        }
+        Members::Ready(members, names, oldest)
+    }
+}

@@ -1,0 +1,256 @@
+//! Full planning rounds: every pending gang against a fresh snapshot, in priority order, with
+//! preemption, reservations and explanations. The result becomes the base that single gangs
+//! are placed on between rounds (see `fast`).
+
+use super::{Answer, Base, Engine, LivePlan, Slot, State, actions, now_secs, status};
+use crate::snapshot::{self, Assumed, Snapshot};
+use muster_core::{Gang, GangKey, GangPlacement};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Engine {
+    /// Plans every pending gang; `asking` is the pod being filtered, if any.
+    pub(super) fn replan(self: &Arc<Self>, st: &mut State, asking: Option<&str>) {
+        let generation = self.cache.generation();
+        let now = now_secs();
+        let started = Instant::now();
+        st.last_replan = Some(started);
+        let assumed = assumed_pods(st);
+        let snap = snapshot::build(&self.cache, &assumed, now);
+        let built = started.elapsed();
+        let plan = snap.cluster.plan(&snap.pending, now, &self.config.planner);
+        self.metrics
+            .plan_seconds
+            .with_label_values(&["snapshot"])
+            .observe(built.as_secs_f64());
+        self.metrics
+            .plan_seconds
+            .with_label_values(&["plan"])
+            .observe((started.elapsed() - built).as_secs_f64());
+        st.planned_generation = generation;
+        st.seen_pods = snap.pods.keys().cloned().collect();
+        st.rejected.retain(|uid| st.seen_pods.contains(uid));
+        st.verdicts.clear();
+
+        let gang_of_pending: HashMap<&GangKey, &Gang> =
+            snap.pending.iter().map(|g| (&g.key, g)).collect();
+        let name_of = |uid: &str| {
+            snap.pods
+                .get(uid)
+                .map(|p| (p.namespace.clone(), p.name.clone()))
+        };
+        for placement in &plan.placements {
+            if let Some(gang) = gang_of_pending.get(&placement.gang) {
+                self.adopt(st, gang, placement, &name_of, &snap.gpu_ids, asking);
+            }
+        }
+        self.start_preemptions(st, &plan.preemptions, &snap);
+        let mut pending_by_queue: HashMap<String, i64> = HashMap::new();
+        for w in &plan.waiting {
+            st.verdicts.insert(
+                w.gang.clone(),
+                Answer::Wait {
+                    message: w.message.clone(),
+                    unresolvable: w.reason.unresolvable(),
+                },
+            );
+            self.metrics
+                .gang_attempts
+                .with_label_values(&["waiting"])
+                .inc();
+            if let Some(g) = gang_of_pending.get(&w.gang) {
+                *pending_by_queue.entry(g.queue.clone()).or_default() += 1;
+            }
+        }
+        for (gang, info) in &snap.gangs {
+            if let Some(problem) = &info.problem {
+                st.verdicts.insert(
+                    gang.clone(),
+                    Answer::Wait {
+                        message: problem.clone(),
+                        unresolvable: true,
+                    },
+                );
+            }
+        }
+        self.metrics.pending_gangs.reset();
+        for (q, n) in pending_by_queue {
+            self.metrics.pending_gangs.with_label_values(&[&q]).set(n);
+        }
+        if self.config.report {
+            let updates = status::updates(
+                &snap,
+                &st.verdicts,
+                &st.plans.keys().cloned().collect(),
+                &mut st.reported,
+                now,
+            );
+            if !updates.is_empty() {
+                tokio::spawn(self.reporter.clone().write_status(updates));
+            }
+        }
+        // Single gangs may be placed on this round's result until the next round, unless it
+        // holds capacity for someone: a reservation or victims still terminating.
+        let open =
+            plan.preemptions.is_empty() && plan.waiting.iter().all(|w| w.reserved_nodes.is_empty());
+        let mut cluster = snap.cluster;
+        for placement in &plan.placements {
+            if let Some(gang) = gang_of_pending.get(&placement.gang)
+                && let Err(e) = cluster.commit(gang, &placement.assignments, now)
+            {
+                tracing::warn!(gang = %placement.gang, error = %e, "planned gang does not fit its own plan");
+            }
+        }
+        st.base = Some(Base {
+            cluster,
+            gpu_ids: snap.gpu_ids,
+            open,
+        });
+        tracing::debug!(
+            generation,
+            placed = plan.placements.len(),
+            preempting = plan.preemptions.len(),
+            waiting = plan.waiting.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "planned"
+        );
+    }
+
+    /// Turns a placement into a live plan. Members that were told to wait are touched so
+    /// kube-scheduler retries them now rather than after their backoff; the others will be
+    /// answered from the plan when kube-scheduler gets to them.
+    pub(super) fn adopt(
+        &self,
+        st: &mut State,
+        gang: &Gang,
+        placement: &GangPlacement,
+        name_of: &dyn Fn(&str) -> Option<(String, String)>,
+        gpu_ids: &HashMap<String, Vec<String>>,
+        asking: Option<&str>,
+    ) {
+        let mut pods = HashMap::new();
+        for a in &placement.assignments {
+            let Some((namespace, name)) = name_of(&a.pod.0) else {
+                continue;
+            };
+            let ids = gpu_ids.get(&a.node);
+            let resources = gang
+                .pending
+                .iter()
+                .find(|p| p.id == a.pod)
+                .map(|p| p.resources)
+                .unwrap_or_default();
+            pods.insert(
+                a.pod.0.clone(),
+                Slot {
+                    namespace,
+                    name,
+                    node: a.node.clone(),
+                    gpu_ids: a
+                        .gpus
+                        .iter()
+                        .filter_map(|&g| ids.and_then(|ids| ids.get(g as usize)).cloned())
+                        .collect(),
+                    gpus: a.gpus.clone(),
+                    resources,
+                },
+            );
+        }
+        let mut touch = Vec::new();
+        for (uid, slot) in &pods {
+            st.pod_plan.insert(uid.clone(), placement.gang.clone());
+            if st.rejected.remove(uid) && Some(uid.as_str()) != asking {
+                touch.push((slot.namespace.clone(), slot.name.clone(), slot.node.clone()));
+            }
+        }
+        if !touch.is_empty() {
+            tokio::spawn(actions::nudge(self.client.clone(), touch));
+        }
+        st.plans.insert(
+            placement.gang.clone(),
+            LivePlan {
+                pods,
+                priority: gang.priority,
+                queue: gang.queue.clone(),
+                created_at: gang.created_at,
+                made: Instant::now(),
+                first_arrival: None,
+                arrived: HashMap::new(),
+                released: false,
+            },
+        );
+        self.metrics
+            .gang_attempts
+            .with_label_values(&["placed"])
+            .inc();
+    }
+
+    fn start_preemptions(
+        &self,
+        st: &mut State,
+        preemptions: &[muster_core::Preemption],
+        snap: &Snapshot,
+    ) {
+        for p in preemptions {
+            st.verdicts.insert(
+                p.gang.clone(),
+                Answer::Wait {
+                    message: p.message.clone(),
+                    unresolvable: false,
+                },
+            );
+            self.metrics
+                .gang_attempts
+                .with_label_values(&["preempting"])
+                .inc();
+            self.metrics.preemptions.inc_by(p.victims.len() as u64);
+            let mut victims = Vec::new();
+            for v in &p.victims {
+                for pod in &v.pods {
+                    let recent = st
+                        .evicting
+                        .get(&pod.0)
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+                    if let (false, Some(info)) = (recent, snap.pods.get(&pod.0)) {
+                        st.evicting.insert(pod.0.clone(), Instant::now());
+                        victims.push((info.namespace.clone(), info.name.clone(), v.gang.clone()));
+                    }
+                }
+            }
+            tracing::info!(gang = %p.gang, victims = p.victims.len(), "{}", p.message);
+            if !victims.is_empty() {
+                tokio::spawn(actions::evict(
+                    self.client.clone(),
+                    p.gang.clone(),
+                    victims,
+                    self.metrics.clone(),
+                    self.reporter.clone(),
+                ));
+            }
+        }
+        st.evicting
+            .retain(|_, t| t.elapsed() < Duration::from_secs(300));
+    }
+}
+
+/// Every planned, unbound pod holds its place in the next snapshot.
+fn assumed_pods(st: &State) -> HashMap<String, Assumed> {
+    st.plans
+        .iter()
+        .flat_map(|(gang, plan)| {
+            plan.pods.iter().map(move |(uid, s)| {
+                (
+                    uid.clone(),
+                    Assumed {
+                        gang: gang.clone(),
+                        node: s.node.clone(),
+                        gpus: s.gpus.clone(),
+                        resources: s.resources,
+                        priority: plan.priority,
+                    },
+                )
+            })
+        })
+        .collect()
+}

@@ -162,14 +162,16 @@ impl Engine {
                 unresolvable: true,
             };
         };
+        let mut st = self.state.lock().await;
         if !self.is_leader() {
+            // Remembered so that, once leading, planning this pod touches it to retry at once.
+            st.rejected.insert(uid);
             return Answer::Wait {
                 message: NOT_LEADER.into(),
                 unresolvable: false,
             };
         }
         let gang = gang_of(pod).key;
-        let mut st = self.state.lock().await;
         self.expire(&mut st);
         if let Some(answer) = planned(&st, &uid) {
             return answer;
@@ -362,7 +364,9 @@ impl Engine {
                 if !st.plans.is_empty() || st.base.is_some() {
                     tracing::info!(plans = st.plans.len(), "not the leader: dropping plans");
                 }
+                let rejected = std::mem::take(&mut st.rejected);
                 *st = State::default();
+                st.rejected = rejected;
                 continue;
             }
             self.expire(&mut st);

@@ -101,6 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 continue;
             }
         }
+        publisher.set_sample(last_sample.as_ref());
         sync(
             &mut publisher,
             &view,

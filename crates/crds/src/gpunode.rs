@@ -58,6 +58,28 @@ pub struct GpuNodeGpu {
     pub mig_enabled: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mig_devices: Vec<MigDevice>,
+    /// Readings of the agent's last NVML sample before the write (refreshed with every write,
+    /// i.e. at least once per heartbeat; absent when the GPU could not be sampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<GpuUsage>,
+}
+
+/// Live readings of one GPU, as `DCGM_FI_DEV_GPU_UTIL`, `_FB_USED`, `_GPU_TEMP`, `_POWER_USAGE`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuUsage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<i32>,
+    #[serde(
+        default,
+        rename = "memoryUsedMiB",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_used_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -9,7 +9,7 @@ pub mod compat;
 mod gpunode;
 mod podgroup;
 
-pub use gpunode::{GpuNode, GpuNodeGpu, GpuNodeSpec, MigDevice};
+pub use gpunode::{GpuNode, GpuNodeGpu, GpuNodeSpec, GpuUsage, MigDevice};
 pub use podgroup::{PodGroup, PodGroupCondition, PodGroupPhase, PodGroupSpec, PodGroupStatus};
 
 use kube::CustomResourceExt;

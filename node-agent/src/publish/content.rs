@@ -2,8 +2,8 @@
 
 use crate::view::NodeView;
 use muster_api::names::gfd;
-use muster_crds::{GpuNodeGpu, GpuNodeSpec, MigDevice};
-use muster_gpu_inventory::MigMode;
+use muster_crds::{GpuNodeGpu, GpuNodeSpec, GpuUsage, MigDevice};
+use muster_gpu_inventory::{MetricsSample, MigMode};
 use std::collections::BTreeMap;
 
 /// The `GpuNode` spec for `view`, stamped `last_seen` (RFC 3339).
@@ -49,6 +49,7 @@ pub fn gpu_node_spec(view: &NodeView, last_seen: String) -> GpuNodeSpec {
                         memory_mib: i64::try_from(m.memory_mib).unwrap_or(i64::MAX),
                     })
                     .collect(),
+                usage: None,
             }
         })
         .collect();
@@ -64,6 +65,28 @@ pub fn gpu_node_spec(view: &NodeView, last_seen: String) -> GpuNodeSpec {
         topology: inv.links.to_rows(),
         last_seen,
     }
+}
+
+/// `spec` with each GPU's readings from `sample` (matched by UUID; a lost GPU has none).
+pub fn with_usage(mut spec: GpuNodeSpec, sample: Option<&MetricsSample>) -> GpuNodeSpec {
+    let Some(sample) = sample else {
+        return spec;
+    };
+    for gpu in &mut spec.gpus {
+        gpu.usage = sample
+            .gpus
+            .iter()
+            .find(|m| m.uuid == gpu.uuid && !m.lost)
+            .map(|m| GpuUsage {
+                utilization_percent: m.sm_util_percent.map(|v| saturating_i32(u64::from(v))),
+                memory_used_mib: m
+                    .memory_used_mib
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                temperature_c: m.temperature_c.map(|v| saturating_i32(u64::from(v))),
+                power_watts: m.power_watts.map(|w| (w * 10.0).round() / 10.0),
+            });
+    }
+    spec
 }
 
 fn saturating_i32(v: u64) -> i32 {

@@ -7,6 +7,7 @@ pub mod sink;
 
 use crate::view::NodeView;
 use muster_crds::GpuNodeSpec;
+use muster_gpu_inventory::MetricsSample;
 use sink::Sink;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub struct Publisher {
     written_spec: Option<GpuNodeSpec>,
     written_at: Option<Instant>,
     written_labels: Option<BTreeMap<String, String>>,
+    /// Last NVML readings: written along with the `GpuNode`, never a reason to write it.
+    sample: Option<MetricsSample>,
 }
 
 impl Publisher {
@@ -39,7 +42,13 @@ impl Publisher {
             written_spec: None,
             written_at: None,
             written_labels: None,
+            sample: None,
         }
+    }
+
+    /// The readings the next `GpuNode` write carries (`usage` of each GPU).
+    pub fn set_sample(&mut self, sample: Option<&MetricsSample>) {
+        self.sample = sample.cloned();
     }
 
     /// Whether the `GpuNode` needs a write at `now`: its content changed, or the heartbeat is due.
@@ -62,10 +71,13 @@ impl Publisher {
         }
         let spec = content::gpu_node_spec(view, String::new());
         if self.gpu_node_due(&spec, now) {
-            let stamped = GpuNodeSpec {
-                last_seen: now_rfc3339(),
-                ..spec.clone()
-            };
+            let stamped = content::with_usage(
+                GpuNodeSpec {
+                    last_seen: now_rfc3339(),
+                    ..spec.clone()
+                },
+                self.sample.as_ref(),
+            );
             self.sink.apply_gpu_node(&view.node_name, stamped).await?;
             self.written_spec = Some(spec);
             self.written_at = Some(now);
@@ -184,6 +196,44 @@ mod tests {
         assert_eq!(early, Written::default());
         let beat = p.sync(&v, t0 + Duration::from_secs(59)).await.unwrap();
         assert!(beat.gpu_node && !beat.labels);
+    }
+
+    #[test]
+    fn usage_comes_from_the_sample_and_never_forces_a_write() {
+        use muster_gpu_inventory::GpuMetrics;
+        let v = view("dgx-a100");
+        let spec = content::gpu_node_spec(&v, String::new());
+        let uuid = spec.gpus[1].uuid.clone();
+        let sample = MetricsSample {
+            gpus: vec![GpuMetrics {
+                index: 1,
+                uuid,
+                lost: false,
+                sm_util_percent: Some(87),
+                memory_util_percent: Some(40),
+                memory_used_mib: Some(61_440),
+                memory_free_mib: Some(20_480),
+                temperature_c: Some(64),
+                power_watts: Some(312.46),
+                energy_mj: None,
+                sm_clock_mhz: None,
+                processes: Vec::new(),
+            }],
+        };
+        let with = content::with_usage(spec.clone(), Some(&sample));
+        let usage = with.gpus[1].usage.clone().unwrap();
+        assert_eq!(usage.utilization_percent, Some(87));
+        assert_eq!(usage.memory_used_mib, Some(61_440));
+        assert_eq!(usage.temperature_c, Some(64));
+        assert_eq!(usage.power_watts, Some(312.5));
+        assert!(with.gpus[0].usage.is_none(), "GPU 0 was not sampled");
+        // Change detection ignores readings: a written spec plus new readings is not due.
+        let mut p = Publisher::new(Sink::DryRun, Duration::from_secs(30));
+        let t0 = Instant::now();
+        p.written_spec = Some(spec.clone());
+        p.written_at = Some(t0);
+        p.set_sample(Some(&sample));
+        assert!(!p.gpu_node_due(&content::gpu_node_spec(&v, String::new()), t0));
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! Everything listed at one instant, and what the views derive from it through the
+//! scheduler's own code (gang resolution, snapshot, planner).
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod, ResourceQuota};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
+use muster_api::names;
+use muster_core::{GangKey, Plan, PlannerConfig};
+use muster_crds::compat::{coscheduling, volcano};
+use muster_crds::{GpuNode, PodGroup};
+use muster_scheduler::cache::{Cache, CacheObjects};
+use muster_scheduler::gang::gang_of;
+use muster_scheduler::snapshot::{self, Snapshot};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone, Debug, Default)]
+pub struct Scene {
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    pub gpu_nodes: Vec<GpuNode>,
+    pub pod_groups: Vec<PodGroup>,
+    pub coscheduling: Vec<coscheduling::PodGroup>,
+    pub volcano: Vec<volcano::PodGroup>,
+    pub upstream: Vec<UpstreamPodGroup>,
+    pub priority_classes: Vec<PriorityClass>,
+    pub quotas: Vec<ResourceQuota>,
+    /// Events with reason `Preempted` (the scheduler's evictions).
+    pub events: Vec<Event>,
+    /// What could not be listed (missing CRDs, refusals): printed on stderr.
+    pub warnings: Vec<String>,
+    /// Unix seconds of "now".
+    pub now: i64,
+}
+
+/// The snapshot and a fresh plan: what the scheduler would decide right now.
+pub struct Analysis {
+    pub snapshot: Snapshot,
+    pub plan: Plan,
+}
+
+/// When and by whom a gang was last preempted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preempted {
+    pub by: String,
+    pub at: i64,
+}
+
+impl Scene {
+    pub fn objects(&self) -> CacheObjects {
+        CacheObjects {
+            nodes: self.nodes.clone(),
+            pods: self.pods.clone(),
+            pod_groups: self.pod_groups.clone(),
+            coscheduling: self.coscheduling.clone(),
+            volcano: self.volcano.clone(),
+            upstream: self.upstream.clone(),
+            priority_classes: self.priority_classes.clone(),
+            gpu_nodes: self.gpu_nodes.clone(),
+        }
+    }
+
+    pub fn analyse(&self) -> Analysis {
+        analyse_objects(self.objects(), self.now)
+    }
+
+    pub fn gpu_node(&self, name: &str) -> Option<&GpuNode> {
+        self.gpu_nodes
+            .iter()
+            .find(|g| g.metadata.name.as_deref() == Some(name))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+    }
+
+    /// Muster's pods by gang (pods of other schedulers are not gang members).
+    pub fn gang_pods(&self) -> BTreeMap<GangKey, Vec<&Pod>> {
+        let mut out: BTreeMap<GangKey, Vec<&Pod>> = BTreeMap::new();
+        for p in &self.pods {
+            let ours = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
+                == Some(names::SCHEDULER_NAME);
+            if ours {
+                out.entry(gang_of(p).key).or_default().push(p);
+            }
+        }
+        out
+    }
+
+    /// Last preemption of each gang, from the scheduler's `Preempted` events
+    /// ("gang NS/NAME preempted whole by higher-priority gang NS/NAME").
+    pub fn preemptions(&self) -> HashMap<GangKey, Preempted> {
+        let mut out: HashMap<GangKey, Preempted> = HashMap::new();
+        for e in &self.events {
+            let Some((victim, by)) = e.message.as_deref().and_then(parse_preempted) else {
+                continue;
+            };
+            let at = event_time(e);
+            if out.get(&victim).is_none_or(|p| p.at <= at) {
+                out.insert(victim, Preempted { by, at });
+            }
+        }
+        out
+    }
+
+    pub fn priority_of_class(&self, class: &str) -> Option<i32> {
+        self.priority_classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(class))
+            .and_then(|c| c.value)
+    }
+}
+
+pub fn analyse_objects(objects: CacheObjects, now: i64) -> Analysis {
+    let cache = Cache::from_objects(objects);
+    let now = u64::try_from(now).unwrap_or(0);
+    let snapshot = snapshot::build(&cache, &HashMap::new(), now);
+    let plan = snapshot
+        .cluster
+        .plan(&snapshot.pending, now, &PlannerConfig::default());
+    Analysis { snapshot, plan }
+}
+
+fn parse_preempted(msg: &str) -> Option<(GangKey, String)> {
+    let rest = msg.strip_prefix("gang ")?;
+    let (victim, by) = rest.split_once(" preempted whole by higher-priority gang ")?;
+    let (ns, name) = victim.split_once('/')?;
+    Some((GangKey::new(ns, name), by.trim().to_string()))
+}
+
+/// Unix seconds of an event (core/v1 view of either API's events).
+pub fn event_time(e: &Event) -> i64 {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+        .unwrap_or(0)
+}
+
+/// Unix seconds of an RFC 3339 time (`None` when unparseable).
+pub fn parse_time(s: &str) -> Option<i64> {
+    s.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// RFC 3339 of unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+/// GPUs a pod requests (limits win, as for extended resources they must match).
+pub fn pod_gpus(p: &Pod) -> u32 {
+    let containers = p
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or(&[]);
+    containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+        .filter_map(|r| {
+            r.limits
+                .as_ref()
+                .and_then(|l| l.get(names::GPU_RESOURCE))
+                .or_else(|| r.requests.as_ref().and_then(|l| l.get(names::GPU_RESOURCE)))
+        })
+        .filter_map(|q| q.0.trim().parse::<u32>().ok())
+        .sum()
+}
+
+pub fn pod_phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+pub fn pod_node(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preemption_notes_are_parsed() {
+        let (v, by) =
+            parse_preempted("gang ml/batch-b preempted whole by higher-priority gang ml/urgent")
+                .unwrap();
+        assert_eq!(v, GangKey::new("ml", "batch-b"));
+        assert_eq!(by, "ml/urgent");
+        assert!(parse_preempted("something else").is_none());
+    }
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("1970-01-01T00:01:00Z"), Some(60));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

@@ -52,11 +52,15 @@ k8s_ver="$(cd "$mod" && go list -m -f '{{if .Replace}}{{.Replace.Version}}{{else
 k8s_date="$(cd "$mod" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' sigs.k8s.io/scheduler-plugins)"
 
 if [ ! -x "$bin/kube-scheduler-plugins" ]; then
-  # Upstream's Makefile stamps the plugins release into gitVersion; the Kubernetes libraries'
-  # version (k8s_ver) goes into client-go's, which the User-Agent carries.
-  ld="-s -w -X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION"
-  ld+=" -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=$k8s_date"
-  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$k8s_ver"
+  # The version of the Kubernetes libraries it is built from: component-base derives the
+  # binary's emulation version from gitVersion, and a plugins release number (v0.34.7, what
+  # upstream's Makefile stamps) fails its check ("emulation version 0.34 is not between").
+  k8s_minor="$(echo "$k8s_ver" | cut -d. -f2)"
+  ld="-s -w"
+  for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ld+=" -X $p.gitVersion=$k8s_ver -X $p.gitMajor=1 -X $p.gitMinor=$k8s_minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=$k8s_date"
+  done
   log "building kube-scheduler-plugins (scheduler-plugins $SCHEDULER_PLUGINS_VERSION, Kubernetes $k8s_ver) ..."
   start=$SECONDS
   (cd "$mod" && go build -p "$jobs" -trimpath -ldflags "$ld" -o "$bin/.kube-scheduler-plugins.tmp" \

@@ -64,9 +64,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
                 _ = reaper => {}
             }
             let n = gangs.len();
-            let all = wait_reaping(&mut running, &tracker, ns, timeout, move |st| {
-                st.completed_gangs() >= n
-            })
+            let all = wait_reaping(
+                &mut running,
+                &tracker,
+                ns,
+                timeout,
+                Duration::from_secs(60),
+                move |st| st.completed_gangs() >= n,
+            )
             .await?;
             let t_end = Instant::now();
             let (completed, last_complete) = {

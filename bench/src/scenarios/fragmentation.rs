@@ -100,9 +100,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
                 .await?;
             }
             let n = gangs.len();
-            let all = wait_reaping(&mut running, &tracker, ns, timeout, move |st| {
-                st.completed_gangs() >= n
-            })
+            let all = wait_reaping(
+                &mut running,
+                &tracker,
+                ns,
+                timeout,
+                Duration::from_secs(90),
+                move |st| st.completed_gangs() >= n,
+            )
             .await?;
             let (completed, last) = {
                 let st = tracker.lock();

@@ -73,19 +73,39 @@ pub fn reap(tracker: &Tracker, client: &Client, ns: &str) {
 }
 
 /// Waits until `done`, reaping finished gangs meanwhile; returns whether it held in time.
+/// Gives up early when nothing changed (pods bound, gangs completed) for `stall`: a deadlock.
 pub async fn wait_reaping(
     running: &mut Running,
     tracker: &Tracker,
     ns: &str,
     timeout: Duration,
+    stall: Duration,
     done: impl Fn(&crate::measure::State) -> bool,
 ) -> Result<bool> {
     let client = running.client();
     let started = Instant::now();
+    let mut last = (usize::MAX, usize::MAX);
+    let mut last_change = Instant::now();
     loop {
         reap(tracker, &client, ns);
-        if done(&tracker.lock()) {
-            return Ok(true);
+        let now = {
+            let st = tracker.lock();
+            if done(&st) {
+                return Ok(true);
+            }
+            (st.bound_pods(), st.completed_gangs())
+        };
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > stall {
+            eprintln!(
+                "   no progress for {}s ({} pods bound, {} gangs ran): giving up",
+                stall.as_secs(),
+                now.0,
+                now.1
+            );
+            return Ok(false);
         }
         running.check_alive()?;
         if started.elapsed() > timeout {

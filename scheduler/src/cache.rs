@@ -12,6 +12,7 @@ use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use muster_core::NodeInfo;
 use muster_crds::compat::{coscheduling, volcano};
 use muster_crds::{GpuNode, PodGroup};
 use serde::de::DeserializeOwned;
@@ -33,7 +34,14 @@ pub struct Cache {
     pub gpu_nodes: Store<GpuNode>,
     /// Pods by gang, from the same pod watch.
     pub gangs: GangIndex,
+    /// Nodes as the core sees them, by name, with the resourceVersions they were made from.
+    pub(crate) node_infos: NodeInfoMemo,
+    /// Pod requests by UID, with the resourceVersion they were read from.
+    pub(crate) pod_requests:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, (String, muster_core::Resources)>>>,
     generation: Arc<AtomicU64>,
+    /// Bumped by Node and GpuNode events only: capacity, health and links changed.
+    node_generation: Arc<AtomicU64>,
     changed: Arc<Notify>,
 }
 
@@ -48,17 +56,26 @@ impl Cache {
         };
         let gangs = GangIndex::default();
         let index = gangs.clone();
+        let node_generation = Arc::new(AtomicU64::new(1));
+        let (on_node, on_gpu_node) = (node_generation.clone(), node_generation.clone());
         let cache = Cache {
-            nodes: w.watch(Api::<Node>::all(client.clone())),
+            nodes: w.watch_with(Api::<Node>::all(client.clone()), move |_| {
+                on_node.fetch_add(1, Ordering::AcqRel);
+            }),
             pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| index.apply(e)),
             pod_groups: w.watch(Api::<PodGroup>::all(client.clone())),
             coscheduling: w.watch(Api::<coscheduling::PodGroup>::all(client.clone())),
             volcano: w.watch(Api::<volcano::PodGroup>::all(client.clone())),
             upstream: w.watch(Api::<UpstreamPodGroup>::all(client.clone())),
             priority_classes: w.watch(Api::<PriorityClass>::all(client.clone())),
-            gpu_nodes: w.watch(Api::<GpuNode>::all(client)),
+            gpu_nodes: w.watch_with(Api::<GpuNode>::all(client), move |_| {
+                on_gpu_node.fetch_add(1, Ordering::AcqRel);
+            }),
             gangs,
+            node_infos: NodeInfoMemo::default(),
+            pod_requests: Arc::default(),
             generation,
+            node_generation,
             changed,
         };
         let ready = async {
@@ -95,7 +112,10 @@ impl Cache {
             priority_classes: filled(objects.priority_classes),
             gpu_nodes: filled(objects.gpu_nodes),
             gangs,
+            node_infos: NodeInfoMemo::default(),
+            pod_requests: Arc::default(),
             generation: Arc::new(AtomicU64::new(1)),
+            node_generation: Arc::new(AtomicU64::new(1)),
             changed: Arc::new(Notify::new()),
         }
     }
@@ -105,11 +125,19 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Changes whenever a Node or GpuNode changes.
+    pub fn node_generation(&self) -> u64 {
+        self.node_generation.load(Ordering::Acquire)
+    }
+
     /// Resolves at the next change.
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
 }
+
+pub(crate) type NodeInfoMemo =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, ((String, String), Option<NodeInfo>)>>>;
 
 /// Objects for [`Cache::from_objects`]; kinds left empty are simply absent.
 #[derive(Default)]

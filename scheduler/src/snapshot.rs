@@ -67,7 +67,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
         .nodes
         .state()
         .iter()
-        .filter_map(|n| node_info(cache, n))
+        .filter_map(|n| cached_node_info(cache, n))
         .inspect(|n| {
             gpu_ids.insert(
                 n.name.clone(),
@@ -75,6 +75,9 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             );
         })
         .collect();
+    forget_deleted(&cache.node_infos, nodes.len(), |name| {
+        cache.nodes.get(&ObjectRef::new(name)).is_some()
+    });
     // One malformed node (e.g. more GPUs than the core supports) is skipped, not fatal.
     let mut cluster = Cluster::default();
     for node in nodes {
@@ -139,7 +142,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
                 id: PodId(uid),
                 gang: gref.key.clone(),
                 node: node.clone(),
-                resources: pod_requests(&pod),
+                resources: cached_requests(cache, &pod),
                 gpus: annotated_gpus(&pod, gpu_ids.get(&node)),
                 priority,
                 started_at: created_secs(pod.metadata.creation_timestamp.as_ref()),
@@ -179,7 +182,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
         members
             .entry(gref.key.clone())
             .or_default()
-            .push(pending_member(&pod, uid));
+            .push(pending_member(cache, &pod, uid));
     }
     // Pods bound without a GPU choice (another scheduler, or before Muster): lowest free GPUs.
     for mut p in unannotated {
@@ -197,6 +200,9 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
     for info in gangs.values_mut() {
         flag_missing_members(info, now);
     }
+    forget_deleted(&cache.pod_requests, pods.len(), |uid| {
+        pods.contains_key(uid)
+    });
     let pending = members
         .into_iter()
         .filter_map(|(key, list)| {
@@ -242,12 +248,12 @@ pub struct PendingMember {
     pub can_preempt: bool,
 }
 
-pub fn pending_member(pod: &Pod, uid: String) -> PendingMember {
+pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
     let spec = pod.spec.as_ref();
     PendingMember {
         request: PodRequest {
             id: PodId(uid),
-            resources: pod_requests(pod),
+            resources: cached_requests(cache, pod),
             selector: selector(pod),
             tolerations: tolerations(pod),
         },
@@ -407,6 +413,61 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
         },
         GangSource::Single => {}
     }
+    info
+}
+
+/// A pod's requests, memoised on its resourceVersion (rounds read every pod).
+fn cached_requests(cache: &Cache, pod: &Pod) -> Resources {
+    let (Some(uid), Some(rv)) = (
+        pod.metadata.uid.as_deref(),
+        pod.metadata.resource_version.as_deref(),
+    ) else {
+        return pod_requests(pod);
+    };
+    let mut memo = cache.pod_requests.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, r)) = memo.get(uid)
+        && k == rv
+    {
+        return *r;
+    }
+    let r = pod_requests(pod);
+    memo.insert(uid.to_string(), (rv.to_string(), r));
+    r
+}
+
+/// Drops memo entries of deleted objects once they are a noticeable share of the memo.
+fn forget_deleted<V>(
+    memo: &std::sync::Mutex<HashMap<String, V>>,
+    live: usize,
+    exists: impl Fn(&str) -> bool,
+) {
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() > live + live / 4 + 64 {
+        memo.retain(|k, _| exists(k));
+    }
+}
+
+/// `node_info`, memoised on the Node's and its GpuNode's resourceVersions: rounds run often
+/// and nodes rarely change, and turning a fixture into per-node GPU identities is not free.
+fn cached_node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
+    let name = node.metadata.name.as_deref()?;
+    let version = |rv: Option<&String>| rv.cloned().unwrap_or_default();
+    let key = (
+        version(node.metadata.resource_version.as_ref()),
+        cache
+            .gpu_nodes
+            .get(&ObjectRef::new(name))
+            .map(|g| version(g.metadata.resource_version.as_ref()))
+            .unwrap_or_default(),
+    );
+    let mut memo = cache.node_infos.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, info)) = memo.get(name)
+        && *k == key
+    {
+        return info.clone();
+    }
+    let info = node_info(cache, node);
+    memo.insert(name.to_string(), (key, info.clone()));
     info
 }
 

@@ -2,8 +2,9 @@
 //! round's result (plus every plan made since), so kube-scheduler gets an answer on the first
 //! try instead of waiting for the next round. The base only fills up between rounds (pods
 //! leaving are noticed at the next round), so this never over-commits; it is closed while the
-//! last round holds capacity for somebody (a reservation or a preemption in progress), and a
-//! gang the last round could not place is left to the next one.
+//! last round holds capacity for somebody (a reservation or a preemption in progress) or when a
+//! Node or GpuNode changed since (health, capacity, links), and a gang the last round could
+//! not place is left to the next one.
 
 use super::{Answer, Engine, State, now_secs};
 use crate::gang::gang_of;
@@ -54,7 +55,11 @@ impl Engine {
             }
             Members::Mixed => return None,
         };
-        let base = st.base.as_mut().filter(|b| b.open)?;
+        let nodes_now = self.cache.node_generation();
+        let base = st
+            .base
+            .as_mut()
+            .filter(|b| b.open && b.node_generation == nodes_now)?;
         if info.created_at == 0 {
             info.created_at = oldest;
         }
@@ -98,7 +103,7 @@ impl Engine {
                     p.metadata.name.clone().unwrap_or_default(),
                 ),
             );
-            members.push(snapshot::pending_member(p, u));
+            members.push(snapshot::pending_member(&self.cache, p, u));
         };
         let mut asking_seen = false;
         for r in self.cache.gangs.members(&gang_of(pod).key) {

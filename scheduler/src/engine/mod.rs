@@ -70,6 +70,9 @@ struct Base {
     gpu_ids: HashMap<String, Vec<String>>,
     /// False while the round holds capacity for a reservation or a preemption.
     open: bool,
+    /// The cache's node generation the round saw: once nodes or GPUs change (a GPU turns
+    /// unhealthy, a node is cordoned), the base is stale and only a new round may place.
+    node_generation: u64,
 }
 
 #[derive(Default)]
@@ -83,6 +86,9 @@ struct State {
     reported: HashMap<GangKey, String>,
     last_replan: Option<Instant>,
     last_expire: Option<Instant>,
+    /// A round is computing outside the lock: the fast path waits, as its base is about to be
+    /// replaced.
+    round_running: bool,
     base: Option<Base>,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
@@ -119,6 +125,8 @@ pub struct Engine {
     config: EngineConfig,
     pub metrics: Metrics,
     state: Mutex<State>,
+    /// Rounds never overlap.
+    round_lock: Mutex<()>,
     reporter: status::Reporter,
     /// Decisions and side effects only while this is true (see `leader`).
     leader: std::sync::OnceLock<Arc<AtomicBool>>,
@@ -138,6 +146,7 @@ impl Engine {
             config,
             metrics,
             state: Mutex::new(State::default()),
+            round_lock: Mutex::new(()),
             leader: std::sync::OnceLock::new(),
         })
     }
@@ -176,38 +185,42 @@ impl Engine {
         if let Some(answer) = planned(&st, &uid) {
             return answer;
         }
-        let answer = self.decide(&mut st, pod, &uid, &gang);
-        if matches!(answer, Answer::Wait { .. }) {
-            st.rejected.insert(uid);
-        }
-        answer
-    }
-
-    fn decide(self: &Arc<Self>, st: &mut State, pod: &Pod, uid: &str, gang: &GangKey) -> Answer {
-        if let Some(answer) = self.try_fast(st, pod, uid) {
+        if !st.round_running
+            && let Some(answer) = self.try_fast(&mut st, pod, &uid)
+        {
+            if matches!(answer, Answer::Wait { .. }) {
+                st.rejected.insert(uid);
+            }
             return answer;
         }
-        let stale = self.cache.generation() != st.planned_generation || !st.seen_pods.contains(uid);
+        // A pod no round has seen, whose gang the fast path could not place: a round now,
+        // unless one is running or just ran (it will be touched when a later round plans it).
+        let unseen = !st.seen_pods.contains(&uid);
         let due = st
             .last_replan
             .is_none_or(|t| t.elapsed() >= MIN_FILTER_REPLAN);
-        if stale && due {
-            self.replan(st, Some(uid));
+        if unseen && due && !st.round_running {
+            drop(st);
+            self.round(Some(&uid)).await;
+            st = self.state.lock().await;
+            if let Some(answer) = planned(&st, &uid) {
+                return answer;
+            }
         }
-        if let Some(answer) = planned(st, uid) {
-            return answer;
-        }
-        if let Some(v) = st.verdicts.get(gang) {
-            return v.clone();
-        }
-        Answer::Wait {
-            message: if st.seen_pods.contains(uid) {
-                "waiting for the next placement round".into()
-            } else {
-                "Muster has not seen this pod yet; retrying".into()
-            },
-            unresolvable: false,
-        }
+        let answer = st
+            .verdicts
+            .get(&gang)
+            .cloned()
+            .unwrap_or_else(|| Answer::Wait {
+                message: if st.seen_pods.contains(&uid) {
+                    "waiting for the next placement round".into()
+                } else {
+                    "Muster has not seen this pod yet; retrying".into()
+                },
+                unresolvable: false,
+            });
+        st.rejected.insert(uid);
+        answer
     }
 
     /// Bind: waits at the gang barrier; all planned members are bound together or none.
@@ -358,7 +371,7 @@ impl Engine {
             // Let bursts of events settle into one round.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let mut st = self.state.lock().await;
-            if !self.is_leader() {
+            if !self.is_leader() && !st.round_running {
                 // A new leader plans from scratch; waiting binds are released with an error
                 // (dropped senders) and kube-scheduler retries those pods.
                 if !st.plans.is_empty() || st.base.is_some() {
@@ -378,7 +391,8 @@ impl Engine {
             let waits_age = !st.verdicts.is_empty()
                 && st.last_replan.is_none_or(|t| t.elapsed() >= TIMED_REPLAN);
             if (changed && !recent) || waits_age {
-                self.replan(&mut st, None);
+                drop(st);
+                self.round(None).await;
             }
         }
     }

@@ -10,24 +10,64 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Engine {
-    /// Plans every pending gang; `asking` is the pod being filtered, if any.
-    pub(super) fn replan(self: &Arc<Self>, st: &mut State, asking: Option<&str>) {
-        let generation = self.cache.generation();
-        let now = now_secs();
+    /// Plans every pending gang; `asking` is the pod being filtered, if any. The snapshot and
+    /// the plan are computed without the state lock, so filter calls keep being answered from
+    /// live plans meanwhile; nothing else adds plans while a round runs (the fast path pauses
+    /// and rounds never overlap), so the result applies as computed.
+    pub(super) async fn round(self: &Arc<Self>, asking: Option<&str>) {
+        let _one_at_a_time = self.round_lock.lock().await;
         let started = Instant::now();
-        st.last_replan = Some(started);
-        let assumed = assumed_pods(st);
-        let snap = snapshot::build(&self.cache, &assumed, now);
-        let built = started.elapsed();
-        let plan = snap.cluster.plan(&snap.pending, now, &self.config.planner);
-        self.metrics
-            .plan_seconds
-            .with_label_values(&["snapshot"])
-            .observe(built.as_secs_f64());
-        self.metrics
-            .plan_seconds
-            .with_label_values(&["plan"])
-            .observe((started.elapsed() - built).as_secs_f64());
+        let (assumed, generation, node_generation) = {
+            let mut st = self.state.lock().await;
+            st.round_running = true;
+            st.last_replan = Some(started);
+            let node_generation = self.cache.node_generation();
+            (assumed_pods(&st), self.cache.generation(), node_generation)
+        };
+        let now = now_secs();
+        let cache = self.cache.clone();
+        let planner = self.config.planner.clone();
+        let computed = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let snap = snapshot::build(&cache, &assumed, now);
+            let built = t.elapsed();
+            let plan = snap.cluster.plan(&snap.pending, now, &planner);
+            (snap, plan, built, t.elapsed() - built)
+        })
+        .await;
+        let mut st = self.state.lock().await;
+        st.round_running = false;
+        match computed {
+            Ok((snap, plan, built, planned)) => {
+                for (phase, took) in [("snapshot", built), ("plan", planned)] {
+                    self.metrics
+                        .plan_seconds
+                        .with_label_values(&[phase])
+                        .observe(took.as_secs_f64());
+                }
+                self.apply_round(
+                    &mut st,
+                    snap,
+                    plan,
+                    (generation, node_generation),
+                    now,
+                    asking,
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "planning round failed"),
+        }
+    }
+
+    fn apply_round(
+        self: &Arc<Self>,
+        st: &mut State,
+        snap: Snapshot,
+        plan: muster_core::Plan,
+        (generation, node_generation): (u64, u64),
+        now: u64,
+        asking: Option<&str>,
+    ) {
+        let started = Instant::now();
         st.planned_generation = generation;
         st.seen_pods = snap.pods.keys().cloned().collect();
         st.rejected.retain(|uid| st.seen_pods.contains(uid));
@@ -106,13 +146,14 @@ impl Engine {
             cluster,
             gpu_ids: snap.gpu_ids,
             open,
+            node_generation,
         });
         tracing::debug!(
             generation,
             placed = plan.placements.len(),
             preempting = plan.preemptions.len(),
             waiting = plan.waiting.len(),
-            took_ms = started.elapsed().as_millis() as u64,
+            apply_ms = started.elapsed().as_millis() as u64,
             "planned"
         );
     }

@@ -162,6 +162,18 @@ async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
         .await
         .map(|(_, b)| b)
         .unwrap_or_default();
+    for name in [
+        "muster_plan_duration_seconds_sum",
+        "muster_plan_duration_seconds_count",
+        "muster_fast_placements_total",
+        "muster_gang_scheduling_attempts_total",
+        "muster_bind_barrier_timeouts_total",
+        "muster_extender_request_duration_seconds_count",
+    ] {
+        for line in metrics.lines().filter(|l| l.starts_with(name)) {
+            println!("  {line}");
+        }
+    }
     Run {
         name: "kube-scheduler + muster (gangs)",
         pods: gangs * size,

@@ -395,7 +395,11 @@ async fn topology_choice_and_bad_input() {
     })
     .await;
     let status = pg.status.unwrap();
-    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Valid")
+        .unwrap();
     assert!(
         valid.message.contains("minMember is 3 but only 1")
             && valid.message.contains("scheduleTimeoutSeconds 2"),

@@ -408,14 +408,22 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         .await
         .expect("kube-scheduler's Lease");
     assert!(lease.spec.and_then(|s| s.holder_identity).is_some());
-    // The extender elected itself on its Lease in the release namespace, as the ServiceAccount.
-    let lease = Api::<Lease>::namespaced(client.clone(), NS)
-        .get("muster-scheduler")
+    // The extender holds no Lease of its own: it follows kube-scheduler's (same host), reading
+    // it as the ServiceAccount, and leads because the kube-scheduler beside it does.
+    let own = Api::<Lease>::namespaced(client.clone(), NS)
+        .get_opt("muster-scheduler")
         .await
-        .expect("the extender's Lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some("muster-scheduler-host")
+        .expect("reading leases");
+    assert!(
+        own.is_none(),
+        "the extender took a Lease of its own: {own:?}"
+    );
+    let log =
+        std::fs::read_to_string(cluster.dir().join("muster-scheduler.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("leadership changed") && l.contains("true")),
+        "the extender never led:\n{log}"
     );
 }
 

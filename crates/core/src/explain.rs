@@ -30,7 +30,8 @@ impl WaitReason {
     }
 }
 
-pub(crate) fn missing_members(have: u32, min: u32) -> String {
+/// "waiting for N more members: H of the M required exist" (also the extender's fast answer).
+pub fn missing_members(have: u32, min: u32) -> String {
     let missing = min.saturating_sub(have);
     let s = if missing == 1 { "" } else { "s" };
     format!("waiting for {missing} more member{s}: {have} of the {min} required exist")

@@ -44,12 +44,8 @@ impl Engine {
         let (members, names, oldest) = match self.members(pod, uid, info.min_member) {
             Members::Ready(m, n, oldest) => (m, n, oldest),
             Members::Missing { have, min } => {
-                let missing = min - have;
-                let s = if missing == 1 { "" } else { "s" };
                 return Some(Answer::Wait {
-                    message: format!(
-                        "waiting for {missing} more member{s}: {have} of the {min} required exist"
-                    ),
+                    message: muster_core::explain::missing_members(have, min),
                     unresolvable: true,
                 });
             }

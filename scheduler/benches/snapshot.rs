@@ -12,6 +12,10 @@ use muster_scheduler::cache::{Cache, CacheObjects};
 use muster_scheduler::snapshot;
 use std::collections::{BTreeMap, HashMap};
 
+/// The same allocator as the `muster-scheduler` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODES: usize = 1000;
 const GANGS: usize = 500;
 const GANG_SIZE: usize = 8;

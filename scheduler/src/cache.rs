@@ -40,7 +40,8 @@ pub struct Cache {
     pub(crate) pod_requests:
         Arc<std::sync::Mutex<std::collections::HashMap<String, (String, muster_core::Resources)>>>,
     generation: Arc<AtomicU64>,
-    /// Bumped by Node and GpuNode events only: capacity, health and links changed.
+    /// Bumped when what placement reads of a Node changes (not on heartbeats), and on every
+    /// GpuNode event: capacity, health, links.
     node_generation: Arc<AtomicU64>,
     changed: Arc<Notify>,
 }
@@ -57,11 +58,13 @@ impl Cache {
         let gangs = GangIndex::default();
         let index = gangs.clone();
         let node_generation = Arc::new(AtomicU64::new(1));
-        let (on_node, on_gpu_node) = (node_generation.clone(), node_generation.clone());
+        let mut on_node = NodeChanges {
+            generation: node_generation.clone(),
+            fingerprints: Default::default(),
+        };
+        let on_gpu_node = node_generation.clone();
         let cache = Cache {
-            nodes: w.watch_with(Api::<Node>::all(client.clone()), move |_| {
-                on_node.fetch_add(1, Ordering::AcqRel);
-            }),
+            nodes: w.watch_with(Api::<Node>::all(client.clone()), move |e| on_node.apply(e)),
             pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| index.apply(e)),
             pod_groups: w.watch(Api::<PodGroup>::all(client.clone())),
             coscheduling: w.watch(Api::<coscheduling::PodGroup>::all(client.clone())),
@@ -137,7 +140,69 @@ impl Cache {
 }
 
 pub(crate) type NodeInfoMemo =
-    Arc<std::sync::Mutex<std::collections::HashMap<String, ((String, String), Option<NodeInfo>)>>>;
+    Arc<std::sync::Mutex<std::collections::HashMap<String, ((u64, String), Option<NodeInfo>)>>>;
+
+/// Keeps node fingerprints from the Node watch and bumps the node generation only when one
+/// changes: kubelets (and kwok) rewrite every Node's status for heartbeats, which would
+/// otherwise look like a capacity change every few milliseconds on a large cluster.
+struct NodeChanges {
+    generation: Arc<AtomicU64>,
+    fingerprints: std::collections::HashMap<String, u64>,
+}
+
+impl NodeChanges {
+    fn apply(&mut self, event: &watcher::Event<Node>) {
+        let prints = &mut self.fingerprints;
+        let changed = match event {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                let Some(name) = &n.metadata.name else {
+                    return;
+                };
+                let print = node_fingerprint(n);
+                prints.insert(name.clone(), print) != Some(print)
+            }
+            watcher::Event::Delete(n) => {
+                if let Some(name) = &n.metadata.name {
+                    prints.remove(name);
+                }
+                true
+            }
+            // A relist may have missed deletions; InitDone marks the new list complete.
+            watcher::Event::Init => false,
+            watcher::Event::InitDone => true,
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A hash of everything `snapshot::node_info` reads of a Node: labels, taints, cordon,
+/// allocatable, readiness, deletion. Heartbeat times and images are left out on purpose.
+pub(crate) fn node_fingerprint(node: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let spec = node.spec.as_ref();
+    let status = node.status.as_ref();
+    node.metadata.labels.hash(&mut h);
+    node.metadata.deletion_timestamp.is_some().hash(&mut h);
+    spec.and_then(|s| s.unschedulable).hash(&mut h);
+    for t in spec.and_then(|s| s.taints.as_ref()).into_iter().flatten() {
+        (&t.key, &t.value, &t.effect).hash(&mut h);
+    }
+    for (k, q) in status
+        .and_then(|s| s.allocatable.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        (k, &q.0).hash(&mut h);
+    }
+    status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .hash(&mut h);
+    h.finish()
+}
 
 /// Objects for [`Cache::from_objects`]; kinds left empty are simply absent.
 #[derive(Default)]
@@ -220,5 +285,54 @@ impl Watches {
             }
         });
         reader
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, Taint};
+
+    fn node(heartbeat: &str, taint: Option<&str>) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some("gpu-1".into());
+        n.spec = Some(NodeSpec {
+            taints: taint.map(|k| {
+                vec![Taint {
+                    key: k.into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        });
+        n.status = Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                message: Some(heartbeat.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        n
+    }
+
+    #[test]
+    fn heartbeats_do_not_change_the_node_generation_but_taints_do() {
+        let generation = Arc::new(AtomicU64::new(1));
+        let mut changes = NodeChanges {
+            generation: generation.clone(),
+            fingerprints: Default::default(),
+        };
+        changes.apply(&watcher::Event::Apply(node("beat 1", None)));
+        let after_add = generation.load(Ordering::Acquire);
+        assert_eq!(after_add, 2, "a new node is a change");
+        changes.apply(&watcher::Event::Apply(node("beat 2", None)));
+        assert_eq!(generation.load(Ordering::Acquire), after_add);
+        changes.apply(&watcher::Event::Apply(node("beat 3", Some("maintenance"))));
+        assert_eq!(generation.load(Ordering::Acquire), after_add + 1);
+        changes.apply(&watcher::Event::Delete(node("beat 3", Some("maintenance"))));
+        assert_eq!(generation.load(Ordering::Acquire), after_add + 2);
     }
 }

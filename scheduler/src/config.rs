@@ -46,6 +46,9 @@ pub struct Flags {
     /// Write PodGroup status and Events.
     #[arg(long)]
     pub report: Option<bool>,
+    /// Set planned pods' status.nominatedNodeName so kube-scheduler checks only that node.
+    #[arg(long, env = "MUSTER_NOMINATE")]
+    pub nominate: Option<bool>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -63,6 +66,7 @@ pub struct FileConfig {
     pub lease_namespace: Option<String>,
     pub follow_lease: Option<String>,
     pub report: Option<bool>,
+    pub nominate: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +79,7 @@ pub struct Config {
     pub lease_namespace: String,
     pub follow_lease: Option<String>,
     pub report: bool,
+    pub nominate: bool,
     pub log_json: bool,
 }
 
@@ -123,6 +128,7 @@ impl Config {
                 .unwrap_or_else(|| "kube-system".into()),
             follow_lease: flags.follow_lease.or(file.follow_lease),
             report: flags.report.or(file.report).unwrap_or(true),
+            nominate: flags.nominate.or(file.nominate).unwrap_or(true),
             log_json: flags.log_json,
         })
     }

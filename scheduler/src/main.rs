@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -83,6 +86,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             planner: config.planner.clone(),
             barrier_timeout: config.barrier_timeout,
             report: config.report,
+            nominate: config.nominate,
         },
         metrics,
     );

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub barrier_waiting: IntGauge,
     pub plan_seconds: HistogramVec,
     pub fast_placements: IntCounter,
+    pub nominations: IntCounterVec,
     pub leader: IntGauge,
 }
 
@@ -88,6 +89,13 @@ impl Metrics {
                 "muster_fast_placements_total",
                 "Gangs placed on their own between full planning rounds",
             )?,
+            nominations: IntCounterVec::new(
+                Opts::new(
+                    "muster_nominations_total",
+                    "Planned pods nominated to their node (status.nominatedNodeName), by result",
+                ),
+                &["result"],
+            )?,
             barrier_timeouts: IntCounter::new(
                 "muster_bind_barrier_timeouts_total",
                 "Gangs whose members did not all reach bind in time (nothing bound, retried whole)",
@@ -117,6 +125,7 @@ impl Metrics {
         m.registry.register(Box::new(m.barrier_waiting.clone()))?;
         m.registry.register(Box::new(m.plan_seconds.clone()))?;
         m.registry.register(Box::new(m.fast_placements.clone()))?;
+        m.registry.register(Box::new(m.nominations.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         Ok(m)
     }

@@ -158,7 +158,7 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             }
             continue;
         }
-        if !ours || terminating {
+        if !ours || terminating || is_gated(&pod) {
             continue;
         }
         if let Some(a) = assumed.get(&uid) {
@@ -239,6 +239,15 @@ fn flag_missing_members(info: &mut GangInfo, now: u64) {
             info.min_member, info.members
         ));
     }
+}
+
+/// A pod with scheduling gates (a queue such as Kueue holding it back) is not scheduled by
+/// kube-scheduler until the gates are removed, so planning it would only hold capacity.
+pub fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
 }
 
 /// A pod waiting for placement, as the core sees it.
@@ -447,13 +456,14 @@ fn forget_deleted<V>(
     }
 }
 
-/// `node_info`, memoised on the Node's and its GpuNode's resourceVersions: rounds run often
-/// and nodes rarely change, and turning a fixture into per-node GPU identities is not free.
+/// `node_info`, memoised on the Node's fingerprint and its GpuNode's resourceVersion: rounds
+/// run often, nodes rarely change in ways placement sees (heartbeats rewrite them all the
+/// time), and turning a fixture into per-node GPU identities is not free.
 fn cached_node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
     let name = node.metadata.name.as_deref()?;
     let version = |rv: Option<&String>| rv.cloned().unwrap_or_default();
     let key = (
-        version(node.metadata.resource_version.as_ref()),
+        crate::cache::node_fingerprint(node),
         cache
             .gpu_nodes
             .get(&ObjectRef::new(name))

@@ -142,3 +142,35 @@ pub(super) async fn nudge(client: Client, pods: Vec<(String, String, String)>) {
         }
     }
 }
+
+/// Sets `status.nominatedNodeName` on planned members kube-scheduler has not asked about yet.
+/// kube-scheduler tries a pod's nominated node first and alone, so the member is filtered on
+/// one node (in-tree plugins and the extender) instead of on every node of the cluster. If
+/// the plan is later dropped, kube-scheduler's next failed attempt clears the nomination.
+pub(super) async fn nominate(
+    client: Client,
+    pods: Vec<(String, String, String)>,
+    metrics: Metrics,
+) {
+    let writes = pods.into_iter().map(|(ns, name, node)| {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let metrics = metrics.clone();
+        async move {
+            let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+            let result = match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => "nominated",
+                // Bound or deleted meanwhile: nothing to nominate.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
+                    "failed"
+                }
+            };
+            metrics.nominations.with_label_values(&[result]).inc();
+        }
+    });
+    futures::future::join_all(writes).await;
+}

@@ -4,7 +4,7 @@
 //! leaving are noticed at the next round), so this never over-commits; it is closed while the
 //! last round holds capacity for somebody (a reservation or a preemption in progress) or when a
 //! Node or GpuNode changed since (health, capacity, links), and a gang the last round could
-//! not place is left to the next one.
+//! not place is left to the next one (unless all it lacked was members).
 
 use super::{Answer, Engine, State, now_secs};
 use crate::gang::gang_of;
@@ -34,7 +34,9 @@ impl Engine {
         uid: &str,
     ) -> Option<Answer> {
         let gref = gang_of(pod);
-        if st.plans.contains_key(&gref.key) || st.verdicts.contains_key(&gref.key) {
+        let decided =
+            st.verdicts.contains_key(&gref.key) && !st.short_of_members.contains(&gref.key);
+        if st.plans.contains_key(&gref.key) || decided {
             return None;
         }
         let mut info = snapshot::gang_info(&self.cache, &gref.key, &gref.source);
@@ -80,6 +82,8 @@ impl Engine {
             base.gpu_ids = gpu_ids;
         }
         st.seen_pods.extend(names.into_keys());
+        st.verdicts.remove(&gang.key);
+        st.short_of_members.remove(&gang.key);
         self.metrics.fast_placements.inc();
         super::planned(st, uid)
     }
@@ -118,7 +122,7 @@ impl Engine {
             if bound || matches!(phase, Some("Succeeded" | "Failed")) {
                 return Members::Mixed;
             }
-            if p.metadata.deletion_timestamp.is_some() {
+            if p.metadata.deletion_timestamp.is_some() || snapshot::is_gated(&p) {
                 continue;
             }
             asking_seen |= u == uid;

@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub barrier_timeout: Duration,
     /// Write PodGroup status and Events.
     pub report: bool,
+    /// Set planned pods' `status.nominatedNodeName` (see `actions::nominate`).
+    pub nominate: bool,
 }
 
 /// What the extender tells kube-scheduler about one pod.
@@ -85,6 +87,8 @@ struct State {
     evicting: HashMap<String, Instant>,
     reported: HashMap<GangKey, String>,
     last_replan: Option<Instant>,
+    /// Wall time of the last round: background rounds are spaced by a multiple of it.
+    last_round_took: Duration,
     last_expire: Option<Instant>,
     /// A round is computing outside the lock: the fast path waits, as its base is about to be
     /// replaced.
@@ -92,6 +96,9 @@ struct State {
     base: Option<Base>,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
+    /// Gangs the last round left waiting only for members: the fast path may place them as
+    /// soon as the rest appear, instead of at the next round.
+    short_of_members: HashSet<GangKey>,
 }
 
 /// Filter calls re-plan at most this often; in between, the background loop (which also runs
@@ -104,6 +111,11 @@ const MIN_FILTER_REPLAN: Duration = Duration::from_millis(200);
 /// Background rounds (statuses, preemptions, refreshing the base) at most this often while
 /// the cluster keeps changing; gangs in between are placed by the fast path.
 const MIN_BACKGROUND_REPLAN: Duration = Duration::from_millis(500);
+
+/// Under churn, background rounds are at least this many times their own duration apart:
+/// on a large, busy cluster a round costs ~100 ms of a core the API server also needs, and
+/// gangs completing in between are placed by the fast path.
+const ROUND_SPACING_FACTOR: u32 = 5;
 
 /// While gangs wait, a round runs at least this often even if nothing changed.
 const TIMED_REPLAN: Duration = Duration::from_secs(5);
@@ -383,9 +395,8 @@ impl Engine {
                 continue;
             }
             self.expire(&mut st);
-            let recent = st
-                .last_replan
-                .is_some_and(|t| t.elapsed() < MIN_BACKGROUND_REPLAN);
+            let spacing = MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR);
+            let recent = st.last_replan.is_some_and(|t| t.elapsed() < spacing);
             let changed = self.cache.generation() != st.planned_generation;
             // Waits can end with time alone (reservations, schedule timeouts).
             let waits_age = !st.verdicts.is_empty()

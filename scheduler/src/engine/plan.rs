@@ -4,7 +4,7 @@
 
 use super::{Answer, Base, Engine, LivePlan, Slot, State, actions, now_secs, status};
 use crate::snapshot::{self, Assumed, Snapshot};
-use muster_core::{Gang, GangKey, GangPlacement};
+use muster_core::{Gang, GangKey, GangPlacement, WaitReason};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ impl Engine {
         .await;
         let mut st = self.state.lock().await;
         st.round_running = false;
+        st.last_round_took = started.elapsed();
         match computed {
             Ok((snap, plan, built, planned)) => {
                 for (phase, took) in [("snapshot", built), ("plan", planned)] {
@@ -72,6 +73,7 @@ impl Engine {
         st.seen_pods = snap.pods.keys().cloned().collect();
         st.rejected.retain(|uid| st.seen_pods.contains(uid));
         st.verdicts.clear();
+        st.short_of_members.clear();
 
         let gang_of_pending: HashMap<&GangKey, &Gang> =
             snap.pending.iter().map(|g| (&g.key, g)).collect();
@@ -88,6 +90,9 @@ impl Engine {
         self.start_preemptions(st, &plan.preemptions, &snap);
         let mut pending_by_queue: HashMap<String, i64> = HashMap::new();
         for w in &plan.waiting {
+            if w.reason == WaitReason::MissingMembers {
+                st.short_of_members.insert(w.gang.clone());
+            }
             st.verdicts.insert(
                 w.gang.clone(),
                 Answer::Wait {
@@ -159,8 +164,9 @@ impl Engine {
     }
 
     /// Turns a placement into a live plan. Members that were told to wait are touched so
-    /// kube-scheduler retries them now rather than after their backoff; the others will be
-    /// answered from the plan when kube-scheduler gets to them.
+    /// kube-scheduler retries them now rather than after their backoff; the others are
+    /// nominated to their planned node (if configured), so kube-scheduler checks only that
+    /// node when it gets to them.
     pub(super) fn adopt(
         &self,
         st: &mut State,
@@ -198,15 +204,28 @@ impl Engine {
                 },
             );
         }
-        let mut touch = Vec::new();
+        let (mut touch, mut nominate) = (Vec::new(), Vec::new());
         for (uid, slot) in &pods {
             st.pod_plan.insert(uid.clone(), placement.gang.clone());
-            if st.rejected.remove(uid) && Some(uid.as_str()) != asking {
-                touch.push((slot.namespace.clone(), slot.name.clone(), slot.node.clone()));
+            let target = (slot.namespace.clone(), slot.name.clone(), slot.node.clone());
+            if Some(uid.as_str()) == asking {
+                continue;
+            }
+            if st.rejected.remove(uid) {
+                touch.push(target);
+            } else if self.config.nominate {
+                nominate.push(target);
             }
         }
         if !touch.is_empty() {
             tokio::spawn(actions::nudge(self.client.clone(), touch));
+        }
+        if !nominate.is_empty() {
+            tokio::spawn(actions::nominate(
+                self.client.clone(),
+                nominate,
+                self.metrics.clone(),
+            ));
         }
         st.plans.insert(
             placement.gang.clone(),

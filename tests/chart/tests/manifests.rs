@@ -333,7 +333,7 @@ fn rbac_verbs_are_what_each_component_needs() {
         grants(&objs, ext, "events.k8s.io", "events"),
         ["create", "patch"]
     );
-    assert!(grants(&objs, ext, "", "pods/status").is_empty());
+    assert_eq!(grants(&objs, ext, "", "pods/status"), ["patch"]);
 
     let leases = grants(
         &objs,

@@ -166,6 +166,7 @@ async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
         "muster_plan_duration_seconds_sum",
         "muster_plan_duration_seconds_count",
         "muster_fast_placements_total",
+        "muster_nominations_total",
         "muster_gang_scheduling_attempts_total",
         "muster_bind_barrier_timeouts_total",
         "muster_extender_request_duration_seconds_count",

@@ -4,7 +4,7 @@ mod muster;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use muster::*;
 use muster_api::machines;
@@ -269,12 +269,16 @@ async fn extender_restart_mid_barrier_leaves_no_partial_gang() {
     let (cluster, mut ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
     let client = cluster.client();
     namespace(&client, "ml").await;
-    // The fourth member is gated: the other three reach the barrier and wait there.
+    // The fourth member mounts a claim that does not exist yet: Muster plans it (volumes are
+    // kube-scheduler's business), kube-scheduler cannot place it, so the other three reach
+    // the barrier and wait there.
     let mut pods = gang("r", 4, 8, Gang::Annotation("r", "4"), None);
-    pods[3].spec.as_mut().unwrap().scheduling_gates =
-        Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
-            name: "example.com/hold".into(),
-        }]);
+    pods[3].spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(
+            json!({"name": "data", "persistentVolumeClaim": {"claimName": "hold"}}),
+        )
+        .unwrap(),
+    ]);
     create_pods(&client, "ml", pods).await;
     let started = std::time::Instant::now();
     while ext.metric("muster_bind_barrier_waiting_pods").await < 3.0 {
@@ -294,18 +298,33 @@ async fn extender_restart_mid_barrier_leaves_no_partial_gang() {
     ext.kill();
     stays_unbound(&client, "ml", "r-", Duration::from_secs(2)).await;
     ext.restart().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
-    api.patch(
-        "r-3",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
-    )
-    .await
-    .unwrap();
+    create_bound_claim(&client, "ml", "hold").await;
     wait_pods(&client, "ml", "r-", "whole gang bound after restart", |p| {
         bound_count(p) == 4
     })
     .await;
+}
+
+/// A PersistentVolume and a claim already bound to it (no provisioner needed).
+async fn create_bound_claim(client: &Client, ns: &str, name: &str) {
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    let pv = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-{name}")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual", "hostPath": {"path": "/tmp/muster-e2e"},
+            "claimRef": {"namespace": ns, "name": name}}
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    let pvc = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+            "volumeName": format!("{ns}-{name}"), "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -424,4 +443,65 @@ async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+fn nominated(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.clone())
+}
+
+/// Muster plans gangs before kube-scheduler gets to their pods and nominates each pod to its
+/// planned node, so kube-scheduler checks only that node; gated pods are not planned at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_pods_are_nominated_and_gated_pods_hold_nothing() {
+    let (cluster, _ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "nom").await;
+    // kube-scheduler is down: only Muster's background rounds see the pods.
+    cluster
+        .stop_component(muster_testcluster::Component::Scheduler)
+        .await;
+    // A gated gang that would take both nodes if it were planned, then one that needs them.
+    let mut gated = gang("gated", 2, 8, Gang::Annotation("gated", "2"), None);
+    for p in &mut gated {
+        if let Some(spec) = p.spec.as_mut() {
+            spec.scheduling_gates = Some(vec![
+                serde_json::from_value(json!({"name": "example.com/queue"})).unwrap(),
+            ]);
+        }
+    }
+    create_pods(&client, "nom", gated).await;
+    create_pods(
+        &client,
+        "nom",
+        gang("n", 2, 8, Gang::Annotation("n", "2"), None),
+    )
+    .await;
+    let pods = wait_pods(&client, "nom", "n-", "gang n nominated", |p| {
+        p.len() == 2 && p.iter().all(|p| nominated(p).is_some())
+    })
+    .await;
+    let planned: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| (p.metadata.name.clone().unwrap(), nominated(p).unwrap()))
+        .collect();
+    assert_ne!(planned[0].1, planned[1].1, "one whole node per member");
+    let gated = pods_with_prefix(&client, "nom", "gated-").await;
+    assert!(gated.iter().all(|p| nominated(p).is_none()));
+
+    // kube-scheduler comes back and binds each member exactly where it was nominated.
+    cluster
+        .start_component(muster_testcluster::Component::Scheduler)
+        .await
+        .unwrap();
+    let pods = wait_pods(&client, "nom", "n-", "gang n bound", |p| {
+        bound_count(p) == 2
+    })
+    .await;
+    for (name, node) in &planned {
+        let pod = pods.iter().find(|p| p.metadata.name.as_ref() == Some(name));
+        assert_eq!(pod.and_then(node_of).as_ref(), Some(node), "{name}");
+    }
+    stays_unbound(&client, "nom", "gated-", Duration::from_secs(2)).await;
 }

@@ -211,7 +211,8 @@ impl Engine {
             if Some(uid.as_str()) == asking {
                 continue;
             }
-            if st.rejected.remove(uid) {
+            // `|` not `||`: the pod is forgotten as rejected either way.
+            if st.rejected.remove(uid) | self.tried_by_scheduler(slot) {
                 touch.push(target);
             } else if self.config.nominate {
                 nominate.push(target);
@@ -244,6 +245,22 @@ impl Engine {
             .gang_attempts
             .with_label_values(&["placed"])
             .inc();
+    }
+
+    /// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly
+    /// in its own filters without asking the extender: it sits in the unschedulable queue,
+    /// which a status-only change (a nomination) does not wake, so it is touched instead.
+    fn tried_by_scheduler(&self, slot: &Slot) -> bool {
+        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
+        self.cache.pods.get(&key).is_some_and(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+                })
+        })
     }
 
     fn start_preemptions(

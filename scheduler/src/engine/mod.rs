@@ -355,21 +355,36 @@ impl Engine {
         }
     }
 
+    /// The planned pod as the cache has it now.
+    fn cached_pod(&self, slot: &Slot) -> Option<Arc<Pod>> {
+        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
+        self.cache.pods.get(&key)
+    }
+
     /// The pod was deleted (or never reached the cache), so its plan cannot complete.
     fn is_gone(&self, slot: &Slot) -> bool {
-        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
-        self.cache
-            .pods
-            .get(&key)
+        self.cached_pod(slot)
             .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     }
 
     fn is_bound(&self, slot: &Slot) -> bool {
-        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
-        self.cache
-            .pods
-            .get(&key)
+        self.cached_pod(slot)
             .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+    }
+
+    /// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly
+    /// in its own filters without asking the extender: it sits in the unschedulable queue,
+    /// which a status-only change (a nomination) does not wake, so it is touched instead.
+    fn tried_by_scheduler(&self, slot: &Slot) -> bool {
+        self.cached_pod(slot).is_some_and(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+                })
+        })
     }
 
     /// Re-plans in the background whenever the cache changes, so preemptions and statuses

@@ -247,22 +247,6 @@ impl Engine {
             .inc();
     }
 
-    /// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly
-    /// in its own filters without asking the extender: it sits in the unschedulable queue,
-    /// which a status-only change (a nomination) does not wake, so it is touched instead.
-    fn tried_by_scheduler(&self, slot: &Slot) -> bool {
-        let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
-        self.cache.pods.get(&key).is_some_and(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "PodScheduled" && c.status == "False")
-                })
-        })
-    }
-
     fn start_preemptions(
         &self,
         st: &mut State,

@@ -1,0 +1,216 @@
+//! Gangs in every dialect users write: the group object's minimum, queue, priority and
+//! timeout, or why the gang cannot be planned at all.
+
+use super::pods::PendingMember;
+use super::pods::created_secs;
+use crate::cache::Cache;
+use crate::gang::GangSource;
+use kube::runtime::reflector::ObjectRef;
+use muster_core::{Gang, GangKey};
+
+/// What the engine knows about one gang besides what the core needs.
+#[derive(Clone, Debug)]
+pub struct GangInfo {
+    pub source: GangSource,
+    pub min_member: u32,
+    pub members: u32,
+    pub bound: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Why the gang cannot be planned at all (missing group, bad annotation, bad spec).
+    pub problem: Option<String>,
+    pub created_at: u64,
+    pub queue: String,
+    pub priority: i32,
+    /// `scheduleTimeoutSeconds` of the group: how long members may take to appear.
+    pub schedule_timeout_secs: Option<u64>,
+}
+
+/// A group whose `scheduleTimeoutSeconds` passed with fewer member pods than `minMember` is
+/// reported invalid (it still schedules if the members appear later).
+pub(super) fn flag_missing_members(info: &mut GangInfo, now: u64) {
+    let Some(timeout) = info.schedule_timeout_secs else {
+        return;
+    };
+    let waited = now.saturating_sub(info.created_at);
+    if info.problem.is_none()
+        && info.created_at > 0
+        && waited > timeout
+        && info.members < info.min_member
+        && info.bound < info.min_member
+    {
+        info.problem = Some(format!(
+            "invalid PodGroup: minMember is {} but only {} member pod(s) exist {waited}s after it was created (scheduleTimeoutSeconds {timeout})",
+            info.min_member, info.members
+        ));
+    }
+}
+
+/// The core's view of a gang's waiting members; the gang's priority is the highest of its
+/// group's and its members'.
+pub fn pending_gang(key: GangKey, info: &GangInfo, members: Vec<PendingMember>) -> Gang {
+    Gang {
+        queue: info.queue.clone(),
+        priority: info
+            .priority
+            .max(members.iter().map(|m| m.priority).max().unwrap_or(0)),
+        created_at: info.created_at,
+        min_member: info.min_member,
+        can_preempt: members.iter().all(|m| m.can_preempt),
+        pending: members.into_iter().map(|m| m.request).collect(),
+        key,
+    }
+}
+
+pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
+    let mut info = GangInfo {
+        source: source.clone(),
+        min_member: 1,
+        members: 0,
+        bound: 0,
+        running: 0,
+        succeeded: 0,
+        failed: 0,
+        problem: None,
+        created_at: 0,
+        schedule_timeout_secs: None,
+        queue: "default".into(),
+        priority: 0,
+    };
+    let missing = |kind: &str, name: &str| {
+        Some(format!(
+            "waiting for {kind} {}/{name}: it does not exist",
+            key.namespace
+        ))
+    };
+    match source {
+        GangSource::Muster(name) => match cache
+            .pod_groups
+            .get(&ObjectRef::new(name).within(&key.namespace))
+        {
+            None => info.problem = missing("PodGroup.muster.dev", name),
+            Some(pg) => {
+                info.created_at = created_secs(pg.metadata.creation_timestamp.as_ref());
+                info.schedule_timeout_secs = pg
+                    .spec
+                    .schedule_timeout_seconds
+                    .and_then(|t| u64::try_from(t).ok());
+                if let Some(q) = &pg.spec.queue {
+                    info.queue = q.clone();
+                }
+                if pg.spec.min_member < 1 {
+                    info.problem = Some(format!(
+                        "invalid PodGroup: minMember is {}, must be at least 1",
+                        pg.spec.min_member
+                    ));
+                } else {
+                    info.min_member = pg.spec.min_member as u32;
+                }
+                if let Some(pc) = &pg.spec.priority_class_name {
+                    match cache.priority_classes.get(&ObjectRef::new(pc)) {
+                        Some(c) => info.priority = c.value.unwrap_or(0),
+                        None => {
+                            info.problem = Some(format!(
+                                "invalid PodGroup: priority class {pc:?} does not exist"
+                            ))
+                        }
+                    }
+                }
+            }
+        },
+        GangSource::Coscheduling(name) => match cache
+            .coscheduling
+            .get(&ObjectRef::new(name).within(&key.namespace))
+        {
+            None => info.problem = missing("PodGroup.scheduling.x-k8s.io", name),
+            Some(pg) => info.min_member = pg.spec.min_member.max(1) as u32,
+        },
+        GangSource::Volcano(name) => match cache
+            .volcano
+            .get(&ObjectRef::new(name).within(&key.namespace))
+        {
+            None => info.problem = missing("PodGroup.scheduling.volcano.sh", name),
+            Some(pg) => {
+                info.min_member = pg.spec.min_member.max(1) as u32;
+                if let Some(q) = &pg.spec.queue {
+                    info.queue = q.clone();
+                }
+                if let Some(pc) = pg
+                    .spec
+                    .priority_class_name
+                    .as_ref()
+                    .and_then(|pc| cache.priority_classes.get(&ObjectRef::new(pc)))
+                {
+                    info.priority = pc.value.unwrap_or(0);
+                }
+            }
+        },
+        GangSource::Upstream(name) => match cache
+            .upstream
+            .get(&ObjectRef::new(name).within(&key.namespace))
+        {
+            None => info.problem = missing("PodGroup.scheduling.k8s.io", name),
+            Some(pg) => {
+                info.min_member = pg
+                    .spec
+                    .scheduling_policy
+                    .gang
+                    .as_ref()
+                    .map_or(1, |g| g.min_count.max(1) as u32);
+                if let Some(p) = pg.spec.priority {
+                    info.priority = p;
+                }
+            }
+        },
+        GangSource::Annotation { min_available } => match min_available {
+            Ok(n) => info.min_member = *n,
+            Err(e) => info.problem = Some(format!("invalid gang annotations: {e}")),
+        },
+        GangSource::Single => {}
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(min: u32, members: u32, created_at: u64, timeout: Option<u64>) -> GangInfo {
+        GangInfo {
+            source: GangSource::Muster("g".into()),
+            min_member: min,
+            members,
+            bound: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+            problem: None,
+            created_at,
+            queue: "default".into(),
+            priority: 0,
+            schedule_timeout_secs: timeout,
+        }
+    }
+
+    #[test]
+    fn missing_members_are_flagged_only_after_the_schedule_timeout() {
+        let mut early = group(4, 2, 1_000, Some(60));
+        flag_missing_members(&mut early, 1_030);
+        assert_eq!(early.problem, None);
+
+        let mut late = group(4, 2, 1_000, Some(60));
+        flag_missing_members(&mut late, 1_090);
+        let problem = late.problem.unwrap();
+        assert!(problem.contains("minMember is 4 but only 2"), "{problem}");
+        assert!(problem.contains("scheduleTimeoutSeconds 60"), "{problem}");
+
+        let mut complete = group(4, 4, 1_000, Some(60));
+        flag_missing_members(&mut complete, 5_000);
+        assert_eq!(complete.problem, None);
+
+        let mut no_timeout = group(4, 1, 1_000, None);
+        flag_missing_members(&mut no_timeout, 5_000);
+        assert_eq!(no_timeout.problem, None);
+    }
+}

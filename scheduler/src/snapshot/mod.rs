@@ -1,0 +1,207 @@
+//! From the cache to the core: nodes, placed pods and pending gangs at one instant.
+
+mod gangs;
+mod nodes;
+mod pods;
+
+pub use gangs::{GangInfo, gang_info, pending_gang};
+pub(crate) use pods::created_secs;
+pub use pods::{PendingMember, is_gated, pending_member};
+
+use crate::cache::Cache;
+use crate::gang::gang_of;
+use kube::runtime::reflector::ObjectRef;
+use muster_api::names;
+use muster_core::{Cluster, Gang, GangKey, NodeInfo, PlacedPod, PodId, Resources};
+use nodes::cached_node_info;
+use pods::{annotated_gpus, cached_requests, forget_deleted};
+use std::collections::{BTreeMap, HashMap};
+
+/// Pods at or above this priority (system-cluster-critical and up) are never victims.
+const SYSTEM_PRIORITY: i32 = 1_000_000_000;
+
+/// A pod the engine has planned but not bound yet: it holds its place in every new snapshot.
+#[derive(Clone, Debug)]
+pub struct Assumed {
+    pub gang: GangKey,
+    pub node: String,
+    pub gpus: Vec<u32>,
+    pub resources: Resources,
+    pub priority: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub gang: GangKey,
+}
+
+pub struct Snapshot {
+    pub cluster: Cluster,
+    pub pending: Vec<Gang>,
+    pub gangs: HashMap<GangKey, GangInfo>,
+    pub pods: HashMap<String, PodInfo>,
+    /// GPU UUIDs by index, per node.
+    pub gpu_ids: HashMap<String, Vec<String>>,
+}
+
+pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Snapshot {
+    let mut gpu_ids = HashMap::new();
+    let nodes: Vec<NodeInfo> = cache
+        .nodes
+        .state()
+        .iter()
+        .filter_map(|n| cached_node_info(cache, n))
+        .inspect(|n| {
+            gpu_ids.insert(
+                n.name.clone(),
+                n.gpus.iter().map(|g| g.id.clone()).collect::<Vec<_>>(),
+            );
+        })
+        .collect();
+    forget_deleted(&cache.node_infos, nodes.len(), |name| {
+        cache.nodes.get(&ObjectRef::new(name)).is_some()
+    });
+    // One malformed node (e.g. more GPUs than the core supports) is skipped, not fatal.
+    let mut cluster = Cluster::default();
+    for node in nodes {
+        let name = node.name.clone();
+        if let Err(e) = cluster.upsert_node(node) {
+            tracing::warn!(node = %name, error = %e, "node left out of placement");
+        }
+    }
+    let mut gangs: HashMap<GangKey, GangInfo> = HashMap::new();
+    let mut pods = HashMap::new();
+    let mut members: BTreeMap<GangKey, Vec<PendingMember>> = BTreeMap::new();
+    let mut unannotated: Vec<PlacedPod> = Vec::new();
+
+    for pod in cache.pods.state() {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            continue;
+        };
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
+            == Some(names::SCHEDULER_NAME);
+        let gref = gang_of(&pod);
+        let info = gangs
+            .entry(gref.key.clone())
+            .or_insert_with(|| gang_info(cache, &gref.key, &gref.source));
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        if ours {
+            info.members += 1;
+            info.priority = info.priority.max(priority);
+            match phase {
+                "Succeeded" => info.succeeded += 1,
+                "Failed" => info.failed += 1,
+                "Running" => info.running += 1,
+                _ => {}
+            }
+            let created = created_secs(pod.metadata.creation_timestamp.as_ref());
+            if info.created_at == 0 || created < info.created_at {
+                info.created_at = created;
+            }
+        }
+        pods.insert(
+            uid.clone(),
+            PodInfo {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                gang: gref.key.clone(),
+            },
+        );
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        if let Some(node) = node {
+            if ours {
+                info.bound += 1;
+            }
+            let placed = PlacedPod {
+                id: PodId(uid),
+                gang: gref.key.clone(),
+                node: node.clone(),
+                resources: cached_requests(cache, &pod),
+                gpus: annotated_gpus(&pod, gpu_ids.get(&node)),
+                priority,
+                started_at: created_secs(pod.metadata.creation_timestamp.as_ref()),
+                preemptible: priority < SYSTEM_PRIORITY,
+                terminating,
+            };
+            if placed.gpus.len() == placed.resources.gpus as usize {
+                if let Err(e) = cluster.record_pod(placed) {
+                    tracing::debug!(error = %e, "pod on a node outside the snapshot");
+                }
+            } else {
+                unannotated.push(placed);
+            }
+            continue;
+        }
+        if !ours || terminating || is_gated(&pod) {
+            continue;
+        }
+        if let Some(a) = assumed.get(&uid) {
+            info.bound += 1;
+            let placed = PlacedPod {
+                id: PodId(uid),
+                gang: a.gang.clone(),
+                node: a.node.clone(),
+                resources: a.resources,
+                gpus: a.gpus.clone(),
+                priority: a.priority,
+                started_at: now,
+                preemptible: a.priority < SYSTEM_PRIORITY,
+                terminating: false,
+            };
+            if let Err(e) = cluster.record_pod(placed) {
+                tracing::debug!(error = %e, "assumed pod on a node outside the snapshot");
+            }
+            continue;
+        }
+        members
+            .entry(gref.key.clone())
+            .or_default()
+            .push(pending_member(cache, &pod, uid));
+    }
+    // Pods bound without a GPU choice (another scheduler, or before Muster): lowest free GPUs.
+    for mut p in unannotated {
+        let free = cluster.free_gpus(&p.node).unwrap_or_default();
+        p.gpus = free
+            .iter()
+            .take(p.resources.gpus as usize)
+            .map(|&g| g as u32)
+            .collect();
+        p.resources.gpus = p.gpus.len() as u32;
+        if let Err(e) = cluster.record_pod(p) {
+            tracing::debug!(error = %e, "pod on a node outside the snapshot");
+        }
+    }
+    for info in gangs.values_mut() {
+        gangs::flag_missing_members(info, now);
+    }
+    forget_deleted(&cache.pod_requests, pods.len(), |uid| {
+        pods.contains_key(uid)
+    });
+    let pending = members
+        .into_iter()
+        .filter_map(|(key, list)| {
+            let info = gangs.get(&key)?;
+            info.problem
+                .is_none()
+                .then(|| pending_gang(key, info, list))
+        })
+        .collect();
+    Snapshot {
+        cluster,
+        pending,
+        gangs,
+        pods,
+        gpu_ids,
+    }
+}

@@ -1,0 +1,155 @@
+//! Pods as the core sees them: requests, node selection, tolerations, GPU annotations.
+
+use super::nodes::effect;
+use crate::cache::Cache;
+use crate::resources::pod_requests;
+use k8s_openapi::api::core::v1::Pod;
+use muster_api::names;
+use muster_core::{LabelRequirement, PodId, PodRequest, Resources, Toleration};
+use std::collections::HashMap;
+
+/// A pod with scheduling gates (a queue such as Kueue holding it back) is not scheduled by
+/// kube-scheduler until the gates are removed, so planning it would only hold capacity.
+pub fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
+}
+
+/// A pod waiting for placement, as the core sees it.
+pub struct PendingMember {
+    pub request: PodRequest,
+    pub priority: i32,
+    pub can_preempt: bool,
+}
+
+pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
+    let spec = pod.spec.as_ref();
+    PendingMember {
+        request: PodRequest {
+            id: PodId(uid),
+            resources: cached_requests(cache, pod),
+            selector: selector(pod),
+            tolerations: tolerations(pod),
+        },
+        priority: spec.and_then(|s| s.priority).unwrap_or(0),
+        can_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
+    }
+}
+
+pub(crate) fn created_secs(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> u64 {
+    t.map(|t| t.0.as_second().max(0) as u64).unwrap_or(0)
+}
+
+/// GPU indices named by the scheduler's annotation, if they all exist on the node.
+pub(super) fn annotated_gpus(pod: &Pod, ids: Option<&Vec<String>>) -> Vec<u32> {
+    let (Some(value), Some(ids)) = (
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::ANNOTATION_GPU_IDS)),
+        ids,
+    ) else {
+        return Vec::new();
+    };
+    let found: Vec<u32> = value
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .filter_map(|u| ids.iter().position(|id| id == u.trim()).map(|i| i as u32))
+        .collect();
+    if found.len() == value.split(',').filter(|s| !s.trim().is_empty()).count() {
+        found
+    } else {
+        Vec::new()
+    }
+}
+
+/// A pod's requests, memoised on its resourceVersion (rounds read every pod).
+pub(super) fn cached_requests(cache: &Cache, pod: &Pod) -> Resources {
+    let (Some(uid), Some(rv)) = (
+        pod.metadata.uid.as_deref(),
+        pod.metadata.resource_version.as_deref(),
+    ) else {
+        return pod_requests(pod);
+    };
+    let mut memo = cache.pod_requests.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, r)) = memo.get(uid)
+        && k == rv
+    {
+        return *r;
+    }
+    let r = pod_requests(pod);
+    memo.insert(uid.to_string(), (rv.to_string(), r));
+    r
+}
+
+/// Drops memo entries of deleted objects once they are a noticeable share of the memo.
+pub(super) fn forget_deleted<V>(
+    memo: &std::sync::Mutex<HashMap<String, V>>,
+    live: usize,
+    exists: impl Fn(&str) -> bool,
+) {
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() > live + live / 4 + 64 {
+        memo.retain(|k, _| exists(k));
+    }
+}
+
+pub(super) fn selector(pod: &Pod) -> Vec<LabelRequirement> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<LabelRequirement> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| LabelRequirement::equals(k.clone(), v.clone()))
+        .collect();
+    // Required node affinity: the first term (terms are ORed; one term covers the usual case).
+    let term = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .and_then(|r| r.node_selector_terms.first());
+    for e in term
+        .and_then(|t| t.match_expressions.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let values = e.values.clone().unwrap_or_default();
+        out.push(match e.operator.as_str() {
+            "In" => LabelRequirement::In(e.key.clone(), values),
+            "NotIn" => LabelRequirement::NotIn(e.key.clone(), values),
+            "Exists" => LabelRequirement::Exists(e.key.clone()),
+            "DoesNotExist" => LabelRequirement::DoesNotExist(e.key.clone()),
+            _ => continue,
+        });
+    }
+    out
+}
+
+pub(super) fn tolerations(pod: &Pod) -> Vec<Toleration> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| Toleration {
+                    key: t.key.clone().filter(|k| !k.is_empty()),
+                    value: match t.operator.as_deref() {
+                        Some("Exists") => None,
+                        _ => Some(t.value.clone().unwrap_or_default()),
+                    },
+                    effect: t.effect.as_deref().and_then(effect),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -100,6 +100,9 @@ pub(crate) struct NodeHot {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunningGang {
     pub pods: Vec<PodId>,
+    /// Pods not being deleted: only these count toward the gang's minimum (a gang restarted
+    /// whole must gather its new minimum while the old pods still terminate).
+    pub live: u32,
     pub priority: i32,
     pub gpus: u32,
     pub newest_start: u64,
@@ -397,6 +400,9 @@ impl Cluster {
             g.priority = pod.priority;
         }
         g.pods.push(pod.id.clone());
+        if !pod.terminating {
+            g.live += 1;
+        }
         g.priority = g.priority.max(pod.priority);
         g.gpus += pod.resources.gpus;
         g.newest_start = g.newest_start.max(pod.started_at);
@@ -422,6 +428,9 @@ impl Cluster {
         }
         if let Some(g) = self.gangs.get_mut(&pod.gang) {
             g.pods.retain(|p| p != id);
+            if !pod.terminating {
+                g.live = g.live.saturating_sub(1);
+            }
             g.gpus = g.gpus.saturating_sub(pod.resources.gpus);
             if g.pods.is_empty() {
                 self.gangs.remove(&pod.gang);
@@ -433,9 +442,13 @@ impl Cluster {
     /// Marks a pod as being deleted (its resources will come back).
     pub fn mark_terminating(&mut self, id: &PodId) {
         if let Some(p) = self.pods.get_mut(id) {
+            let was_live = !p.terminating;
             p.terminating = true;
             if let Some(g) = self.gangs.get_mut(&p.gang) {
                 g.terminating = true;
+                if was_live {
+                    g.live = g.live.saturating_sub(1);
+                }
             }
         }
     }

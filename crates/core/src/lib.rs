@@ -16,7 +16,7 @@ mod preemption;
 pub use cluster::{Cluster, ClusterError};
 pub use explain::WaitReason;
 pub use model::{
-    Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId, PodRequest, Resources,
+    FIELD_NODE_NAME, Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId, PodRequest, Resources,
     Taint, TaintEffect, Toleration,
 };
 pub use placement::Assignment;

@@ -101,7 +101,24 @@ pub enum LabelRequirement {
     DoesNotExist(String),
 }
 
+/// The key `matchFields` uses for a node's name (the only field Kubernetes allows there). A
+/// requirement on it matches the node's name, not a label: it also carries per-pod node
+/// exclusions (a node kube-scheduler refused for the pod).
+pub const FIELD_NODE_NAME: &str = "metadata.name";
+
 impl LabelRequirement {
+    /// Whether a node named `name` with `labels` satisfies this requirement.
+    pub fn matches_node(&self, name: &str, labels: &[(String, String)]) -> bool {
+        let on_name = |k: &str| k == FIELD_NODE_NAME;
+        match self {
+            LabelRequirement::In(k, vs) if on_name(k) => vs.iter().any(|v| v == name),
+            LabelRequirement::NotIn(k, vs) if on_name(k) => vs.iter().all(|v| v != name),
+            LabelRequirement::Exists(k) if on_name(k) => true,
+            LabelRequirement::DoesNotExist(k) if on_name(k) => false,
+            _ => self.matches(labels),
+        }
+    }
+
     pub fn equals(key: impl Into<String>, value: impl Into<String>) -> LabelRequirement {
         LabelRequirement::In(key.into(), vec![value.into()])
     }

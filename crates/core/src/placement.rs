@@ -108,7 +108,9 @@ impl<'c> Work<'c> {
             let info = &slot.info;
             if !info.schedulable {
                 fit.unschedulable += 1;
-            } else if !selector.iter().all(|r| r.matches(&info.labels)) {
+            } else if !selector
+                .iter()
+                .all(|r| r.matches_node(&info.name, &info.labels)) {
                 fit.selector += 1;
             } else if !info.taints.iter().all(|t| {
                 t.effect == TaintEffect::PreferNoSchedule

@@ -124,8 +124,9 @@ impl Cluster {
         for (rank, &gi) in order(pending).iter().enumerate() {
             let gang = &pending[gi];
             let holder = u32::try_from(rank).ok();
-            let running = self.gangs.get(&gang.key).map_or(0, |g| g.pods.len()) as u32;
-            let have = running + gang.pending.len() as u32;
+            // Terminating pods are not members: they are leaving (a gang restarted whole).
+            let running = self.gangs.get(&gang.key).map_or(0, |g| g.live);
+            let have = running.saturating_add(u32::try_from(gang.pending.len()).unwrap_or(u32::MAX));
             if have < gang.min_member {
                 plan.waiting.push(Waiting {
                     gang: gang.key.clone(),

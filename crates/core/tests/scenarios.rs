@@ -362,3 +362,70 @@ fn reservation_holds_the_node_closest_to_free() {
     let plan = c.plan(std::slice::from_ref(&g), 4000, &cfg());
     assert_eq!(plan.waiting_for(&g.key).unwrap().reserved_nodes, vec!["n1"]);
 }
+
+/// A gang restarted whole: its old pods still terminate on the nodes, two of its four new
+/// members exist. Terminating pods are not members, so the two wait for the other two.
+#[test]
+fn terminating_members_do_not_count_toward_the_minimum() {
+    let mut c = cluster("dgx-a100", 8);
+    let key = GangKey::new("ml", "rs");
+    for i in 0..4 {
+        let mut old = busy(&format!("old-{i}"), &format!("n{i}"), (0..8).collect());
+        old.gang = key.clone();
+        old.terminating = true;
+        c.record_pod(old).unwrap();
+    }
+    let mut g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
+    g.pending.truncate(2);
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert!(plan.placements.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.waiting_for(&key).map(|w| w.reason.clone()),
+        Some(WaitReason::MissingMembers)
+    );
+
+    // All four new members: placed whole on the four free nodes.
+    let g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert_eq!(plan.placement_for(&key).map(|p| p.assignments.len()), Some(4));
+
+    // A live member counts: one of the old pods was never deleted.
+    let mut c = cluster("dgx-a100", 8);
+    let mut kept = busy("kept", "n0", (0..8).collect());
+    kept.gang = key.clone();
+    c.record_pod(kept).unwrap();
+    c.mark_terminating(&PodId("kept".into()));
+    let mut g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
+    g.pending.truncate(3);
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert!(plan.placements.is_empty(), "marked terminating: not a member");
+}
+
+/// `metadata.name` requirements (matchFields, and nodes kube-scheduler refused for a pod)
+/// match the node's name, not a label.
+#[test]
+fn node_name_requirements_match_the_node_name() {
+    let c = cluster("dgx-a100", 2);
+    let mut g = Gang::uniform("ml", "one", 1, 8, 0, 0);
+    g.pending[0].selector = vec![LabelRequirement::NotIn(
+        muster_core::FIELD_NODE_NAME.into(),
+        vec!["n0".into()],
+    )];
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    let a = &plan.placement_for(&g.key).unwrap().assignments;
+    assert_eq!(a[0].node, "n1");
+
+    g.pending[0].selector = vec![LabelRequirement::In(
+        muster_core::FIELD_NODE_NAME.into(),
+        vec!["n0".into()],
+    )];
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert_eq!(plan.placement_for(&g.key).unwrap().assignments[0].node, "n0");
+
+    g.pending[0].selector = vec![LabelRequirement::NotIn(
+        muster_core::FIELD_NODE_NAME.into(),
+        vec!["n0".into(), "n1".into()],
+    )];
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert!(plan.placements.is_empty());
+}

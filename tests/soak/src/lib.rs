@@ -8,7 +8,7 @@
 //!
 //! - [`workload`]: seeded random gangs (plain pods and Indexed Jobs, 1-32 members, 1/2/4/8
 //!   GPUs, three priorities, elastic gangs, members that trickle in), keeping the cluster
-//!   loaded at 70-120% of its GPUs and retiring gangs after they ran 10-60 s;
+//!   loaded at 90-120% of its GPUs and retiring gangs after they ran 10-60 s;
 //! - [`faults`]: member deletions, cordons, node deletions and re-additions, unhealthy GPUs
 //!   (through `GpuNode`), extender and kube-scheduler restarts;
 //! - [`checker`]: the invariants, evaluated on every pod watch event (so the history it sees

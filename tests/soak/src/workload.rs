@@ -1,6 +1,6 @@
 //! The workload: seeded random gangs, as plain pods (a tiny controller here replaces members
 //! that disappear, as a Job would) and as Indexed Jobs (the real Job controller), kept at
-//! 70-120% of the cluster's GPUs and retired after they ran 10-60 s.
+//! 90-120% of the cluster's GPUs and retired after they ran 10-60 s.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -107,8 +107,18 @@ impl Workload {
                 self.stats.load_min = self.stats.load_min.min(load);
                 self.stats.load_max = self.stats.load_max.max(load);
             }
-            if capacity > 0 && (load < 0.7 || (load < 1.2 && self.rng.random_bool(0.15))) {
-                self.create_gang(capacity).await;
+            // Up to a few gangs per tick below 90% (a large cluster fills quickly), then now
+            // and then up to 120%.
+            let mut demand = demand;
+            for _ in 0..8 {
+                let load = f64::from(demand) / f64::from(capacity.max(1));
+                if capacity == 0 || !(load < 0.9 || (load < 1.2 && self.rng.random_bool(0.2))) {
+                    break;
+                }
+                demand += self.create_gang(capacity).await;
+                if load >= 0.9 {
+                    break;
+                }
             }
         }
         if samples > 0 {
@@ -130,7 +140,8 @@ impl Workload {
         PRIORITIES[0].0
     }
 
-    async fn create_gang(&mut self, capacity: u32) {
+    /// Creates a gang; returns its GPUs.
+    async fn create_gang(&mut self, capacity: u32) -> u32 {
         self.seq += 1;
         let size_class = self.rng.random_range(0..100u32);
         let mut count = match size_class {
@@ -181,7 +192,7 @@ impl Workload {
             if let Err(e) = api.create(&PostParams::default(), &job).await {
                 tracing::warn!(gang = %name, "creating Job: {e}");
                 self.stats.api_errors += 1;
-                return;
+                return 0;
             }
         } else if trickle {
             self.stats.trickle_gangs += 1;
@@ -192,6 +203,7 @@ impl Workload {
             gang.to_create = 0;
         }
         self.gangs.push(gang);
+        count * gpus
     }
 
     async fn create_member(&mut self, gang: &mut Gang) {

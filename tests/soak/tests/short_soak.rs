@@ -10,7 +10,7 @@ async fn short_soak_finds_no_violation() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,muster_soak=info".into()),
+                .unwrap_or_else(|_| "warn,kube_client=off,muster_soak=info".into()),
         )
         .with_test_writer()
         .try_init();

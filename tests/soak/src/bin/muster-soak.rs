@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,muster_testcluster=info".into()),
+                .unwrap_or_else(|_| "info,kube=warn,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

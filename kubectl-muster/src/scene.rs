@@ -115,7 +115,7 @@ impl Scene {
 pub fn analyse_objects(objects: CacheObjects, now: i64) -> Analysis {
     let cache = Cache::from_objects(objects);
     let now = u64::try_from(now).unwrap_or(0);
-    let snapshot = snapshot::build(&cache, &HashMap::new(), now);
+    let snapshot = snapshot::build(&cache, &Default::default(), now);
     let plan = snapshot
         .cluster
         .plan(&snapshot.pending, now, &PlannerConfig::default());

@@ -10,7 +10,7 @@ use muster_api::machines;
 use muster_api::names;
 use muster_scheduler::cache::{Cache, CacheObjects};
 use muster_scheduler::snapshot;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The same allocator as the `muster-scheduler` binary.
 #[global_allocator]
@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     });
     c.bench_function("snapshot 1000 nodes, 4000 pods", |b| {
-        b.iter(|| snapshot::build(&cache, &HashMap::new(), 1_800_000_000))
+        b.iter(|| snapshot::build(&cache, &Default::default(), 1_800_000_000))
     });
 }
 

@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// A pod's requests, or why they cannot be counted.
+pub(crate) type Requests = Result<muster_core::Resources, String>;
+
 #[derive(Clone)]
 pub struct Cache {
     pub nodes: Store<Node>,
@@ -38,7 +41,7 @@ pub struct Cache {
     pub(crate) node_infos: NodeInfoMemo,
     /// Pod requests by UID, with the resourceVersion they were read from.
     pub(crate) pod_requests:
-        Arc<std::sync::Mutex<std::collections::HashMap<String, (String, muster_core::Resources)>>>,
+        Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Requests)>>>,
     generation: Arc<AtomicU64>,
     /// Bumped when what placement reads of a Node changes (not on heartbeats), and on every
     /// GpuNode event: capacity, health, links.

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub preemptions: IntCounter,
     pub evictions: IntCounterVec,
     pub barrier_timeouts: IntCounter,
+    pub rollbacks: IntCounter,
+    pub dropped_plans: IntCounterVec,
     pub barrier_waiting: IntGauge,
     pub plan_seconds: HistogramVec,
     pub fast_placements: IntCounter,
@@ -100,6 +102,17 @@ impl Metrics {
                 "muster_bind_barrier_timeouts_total",
                 "Gangs whose members did not all reach bind in time (nothing bound, retried whole)",
             )?,
+            rollbacks: IntCounter::new(
+                "muster_gang_rollbacks_total",
+                "Gangs bound part-way whose bound members were deleted to re-plan them whole",
+            )?,
+            dropped_plans: IntCounterVec::new(
+                Opts::new(
+                    "muster_dropped_plans_total",
+                    "Gang plans dropped before binding (nothing bound, re-planned whole), by cause",
+                ),
+                &["cause"],
+            )?,
             barrier_waiting: IntGauge::new(
                 "muster_bind_barrier_waiting_pods",
                 "Pods whose bind call waits at their gang's barrier",
@@ -123,6 +136,8 @@ impl Metrics {
         m.registry.register(Box::new(m.evictions.clone()))?;
         m.registry.register(Box::new(m.barrier_timeouts.clone()))?;
         m.registry.register(Box::new(m.barrier_waiting.clone()))?;
+        m.registry.register(Box::new(m.rollbacks.clone()))?;
+        m.registry.register(Box::new(m.dropped_plans.clone()))?;
         m.registry.register(Box::new(m.plan_seconds.clone()))?;
         m.registry.register(Box::new(m.fast_placements.clone()))?;
         m.registry.register(Box::new(m.nominations.clone()))?;

@@ -69,10 +69,10 @@ impl NodeFree {
     }
 
     pub fn give_back(&mut self, req: &Resources, gpus: GpuMask, healthy: GpuMask) {
-        self.cpu_millis += req.cpu_millis;
-        self.memory_bytes += req.memory_bytes;
-        self.pods += req.pods;
-        self.gpu_budget += req.gpus;
+        self.cpu_millis = self.cpu_millis.saturating_add(req.cpu_millis);
+        self.memory_bytes = self.memory_bytes.saturating_add(req.memory_bytes);
+        self.pods = self.pods.saturating_add(req.pods);
+        self.gpu_budget = self.gpu_budget.saturating_add(req.gpus);
         self.gpus |= gpus & healthy;
     }
 }

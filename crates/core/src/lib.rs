@@ -16,8 +16,8 @@ mod preemption;
 pub use cluster::{Cluster, ClusterError};
 pub use explain::WaitReason;
 pub use model::{
-    FIELD_NODE_NAME, Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId, PodRequest, Resources,
-    Taint, TaintEffect, Toleration,
+    FIELD_NODE_NAME, Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId,
+    PodRequest, Resources, Taint, TaintEffect, Toleration,
 };
 pub use placement::Assignment;
 pub use planner::{GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};

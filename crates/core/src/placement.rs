@@ -110,7 +110,8 @@ impl<'c> Work<'c> {
                 fit.unschedulable += 1;
             } else if !selector
                 .iter()
-                .all(|r| r.matches_node(&info.name, &info.labels)) {
+                .all(|r| r.matches_node(&info.name, &info.labels))
+            {
                 fit.selector += 1;
             } else if !info.taints.iter().all(|t| {
                 t.effect == TaintEffect::PreferNoSchedule
@@ -141,8 +142,18 @@ impl<'c> Work<'c> {
                 None => shapes.push(vec![p]),
             }
         }
-        // Biggest members first: they are the hardest to fit.
-        shapes.sort_by_key(|s| std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)));
+        // Biggest members first: they are the hardest to fit; among equals, the ones with
+        // fewest eligible nodes (a member excluded from some nodes must get one of the rest).
+        shapes.sort_by_cached_key(|s| {
+            let eligible = self
+                .static_fit(&s[0].selector, &s[0].tolerations)
+                .nodes
+                .len();
+            (
+                std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)),
+                eligible,
+            )
+        });
         let checkpoint = self.undo.len();
         let mut out = Vec::with_capacity(pods.len());
         let mut domain = None;

@@ -44,6 +44,9 @@ impl Default for PlannerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GangPlacement {
     pub gang: GangKey,
+    /// The first `required` assignments complete the gang's minimum (all or nothing); the
+    /// rest are members beyond it, each placed on its own.
+    pub required: usize,
     pub assignments: Vec<Assignment>,
 }
 
@@ -126,7 +129,8 @@ impl Cluster {
             let holder = u32::try_from(rank).ok();
             // Terminating pods are not members: they are leaving (a gang restarted whole).
             let running = self.gangs.get(&gang.key).map_or(0, |g| g.live);
-            let have = running.saturating_add(u32::try_from(gang.pending.len()).unwrap_or(u32::MAX));
+            let have =
+                running.saturating_add(u32::try_from(gang.pending.len()).unwrap_or(u32::MAX));
             if have < gang.min_member {
                 plan.waiting.push(Waiting {
                     gang: gang.key.clone(),
@@ -142,6 +146,7 @@ impl Cluster {
             let (core, extra) = members.split_at(need.min(members.len()));
             match work.place(core, holder) {
                 Ok(mut assignments) => {
+                    let required = assignments.len();
                     // Members beyond the minimum are welcome but not required: one by one.
                     for m in extra {
                         if let Ok(mut a) = work.place(&[*m], holder) {
@@ -151,6 +156,7 @@ impl Cluster {
                     if !assignments.is_empty() {
                         plan.placements.push(GangPlacement {
                             gang: gang.key.clone(),
+                            required,
                             assignments,
                         });
                     }

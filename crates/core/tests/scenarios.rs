@@ -380,14 +380,17 @@ fn terminating_members_do_not_count_toward_the_minimum() {
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
     assert!(plan.placements.is_empty(), "{plan:?}");
     assert_eq!(
-        plan.waiting_for(&key).map(|w| w.reason.clone()),
+        plan.waiting_for(&key).map(|w| w.reason),
         Some(WaitReason::MissingMembers)
     );
 
     // All four new members: placed whole on the four free nodes.
     let g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
-    assert_eq!(plan.placement_for(&key).map(|p| p.assignments.len()), Some(4));
+    assert_eq!(
+        plan.placement_for(&key).map(|p| p.assignments.len()),
+        Some(4)
+    );
 
     // A live member counts: one of the old pods was never deleted.
     let mut c = cluster("dgx-a100", 8);
@@ -398,7 +401,10 @@ fn terminating_members_do_not_count_toward_the_minimum() {
     let mut g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
     g.pending.truncate(3);
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
-    assert!(plan.placements.is_empty(), "marked terminating: not a member");
+    assert!(
+        plan.placements.is_empty(),
+        "marked terminating: not a member"
+    );
 }
 
 /// `metadata.name` requirements (matchFields, and nodes kube-scheduler refused for a pod)
@@ -420,7 +426,10 @@ fn node_name_requirements_match_the_node_name() {
         vec!["n0".into()],
     )];
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
-    assert_eq!(plan.placement_for(&g.key).unwrap().assignments[0].node, "n0");
+    assert_eq!(
+        plan.placement_for(&g.key).unwrap().assignments[0].node,
+        "n0"
+    );
 
     g.pending[0].selector = vec![LabelRequirement::NotIn(
         muster_core::FIELD_NODE_NAME.into(),
@@ -428,4 +437,26 @@ fn node_name_requirements_match_the_node_name() {
     )];
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
     assert!(plan.placements.is_empty());
+}
+
+/// A member excluded from some nodes is placed before its unconstrained peers of the same
+/// size, so the peers do not take the only nodes it may use.
+#[test]
+fn a_constrained_member_is_placed_before_its_peers() {
+    let c = cluster("dgx-a100", 4);
+    let mut g = Gang::uniform("ml", "v", 4, 8, 0, 0);
+    g.pending[2].selector = vec![LabelRequirement::NotIn(
+        muster_core::FIELD_NODE_NAME.into(),
+        vec!["n0".into(), "n1".into(), "n3".into()],
+    )];
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    let placed = plan
+        .placement_for(&g.key)
+        .expect("the gang fits: v-2 on n2");
+    let a = placed
+        .assignments
+        .iter()
+        .find(|a| a.pod == g.pending[2].id)
+        .unwrap();
+    assert_eq!(a.node, "n2");
 }

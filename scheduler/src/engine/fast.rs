@@ -77,7 +77,11 @@ impl Engine {
         }
         let gpu_ids = std::mem::take(&mut base.gpu_ids);
         let name_of = |u: &str| names.get(u).cloned();
-        self.adopt(st, &gang, &placement, &name_of, &gpu_ids, Some(uid));
+        let naming = super::plan::Names {
+            name_of: &name_of,
+            gpu_ids: &gpu_ids,
+        };
+        self.adopt(st, &gang, &gref.source, &placement, naming, Some(uid));
         if let Some(base) = st.base.as_mut() {
             base.gpu_ids = gpu_ids;
         }
@@ -127,6 +131,10 @@ impl Engine {
             }
             asking_seen |= u == uid;
             push(&p, u, &mut members);
+            // A member whose requests cannot be counted: a full round reports the gang.
+            if members.last().is_some_and(|m| m.invalid.is_some()) {
+                return Members::Mixed;
+            }
         }
         // The watch may lag the pod kube-scheduler is asking about.
         if !asking_seen {

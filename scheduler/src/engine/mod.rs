@@ -8,15 +8,19 @@
 
 mod actions;
 mod fast;
+mod lifecycle;
 mod plan;
+mod release;
 mod status;
+mod world;
 
 use crate::cache::Cache;
 use crate::gang::gang_of;
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use muster_core::{Cluster, GangKey, PlannerConfig, Resources};
+use lifecycle::{LivePlan, Slot, Timing, Transition};
+use muster_core::{Cluster, GangKey, PlannerConfig};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,29 +45,6 @@ pub enum Answer {
     Node(String),
     /// Not now; `unresolvable` when preemption cannot help.
     Wait { message: String, unresolvable: bool },
-}
-
-#[derive(Clone, Debug)]
-struct Slot {
-    namespace: String,
-    name: String,
-    node: String,
-    gpus: Vec<u32>,
-    gpu_ids: Vec<String>,
-    resources: Resources,
-}
-
-struct LivePlan {
-    pods: HashMap<String, Slot>,
-    priority: i32,
-    queue: String,
-    created_at: u64,
-    made: Instant,
-    /// When the first member reached bind: the barrier timeout counts from here.
-    first_arrival: Option<Instant>,
-    arrived: HashMap<String, oneshot::Sender<Result<(), String>>>,
-    /// Bindings were sent; kept (as assumed) until the cache shows the pods bound.
-    released: bool,
 }
 
 /// The last full round's cluster plus every plan made since.
@@ -99,7 +80,22 @@ struct State {
     /// Gangs the last round left waiting only for members: the fast path may place them as
     /// soon as the rest appear, instead of at the next round.
     short_of_members: HashSet<GangKey>,
+    /// Nodes a pod may not be planned on for a while, by pod UID: kube-scheduler's own
+    /// filters refused them, or admission refused the pod's Binding there.
+    excluded: HashMap<String, Exclusion>,
 }
+
+struct Exclusion {
+    nodes: HashSet<String>,
+    until: Instant,
+}
+
+/// How long a node refused for a pod stays excluded for it (kube-scheduler's view may have
+/// been briefly behind, e.g. a pod still terminating there).
+const EXCLUDE_FOR: Duration = Duration::from_secs(30);
+
+/// The answer for a member beyond the minimum while the minimum waits at its barrier.
+const EXTRA_WAITS: &str = "this gang's minimum is planned and waiting at the bind barrier; members beyond it are planned once it is bound";
 
 /// Filter calls re-plan at most this often; in between, the background loop (which also runs
 /// on every change) plans and nudges the pods it placed. Bounds planning CPU under bursts of
@@ -123,6 +119,10 @@ const TIMED_REPLAN: Duration = Duration::from_secs(5);
 /// A plan none of whose members reached bind is dropped after this many barrier timeouts
 /// (kube-scheduler may be far behind in a burst, so it gets longer than the barrier itself).
 const UNCLAIMED_TIMEOUTS: u32 = 3;
+
+/// A released plan whose pods never show up bound is forgotten after this many barrier
+/// timeouts (its members beyond the minimum may never reach bind).
+const RELEASED_TIMEOUTS: u32 = 2;
 
 /// A planned pod missing from the cache this long after planning was deleted (the pod asking
 /// in filter may be planned before the watch delivers it).
@@ -197,6 +197,13 @@ impl Engine {
         if let Some(answer) = planned(&st, &uid) {
             return answer;
         }
+        if st.plans.get(&gang).is_some_and(|p| !p.released) {
+            st.rejected.insert(uid);
+            return Answer::Wait {
+                message: EXTRA_WAITS.into(),
+                unresolvable: false,
+            };
+        }
         if !st.round_running
             && let Some(answer) = self.try_fast(&mut st, pod, &uid)
         {
@@ -258,32 +265,34 @@ impl Engine {
                     slot.node
                 ));
             }
-            if plan.released {
-                return Err("gang already released; duplicate bind".into());
+            if plan.sent.contains(uid) {
+                return Err("this pod's Binding was already sent; duplicate bind".into());
             }
             let (tx, rx) = oneshot::channel();
-            plan.first_arrival.get_or_insert_with(Instant::now);
-            plan.arrived.insert(uid.to_string(), tx);
-            if plan.arrived.len() == plan.pods.len() {
+            if plan.released {
+                // A member beyond the minimum joining its bound gang: on its own.
+                let joining = vec![(uid.to_string(), slot.clone())];
+                plan.sent.insert(uid.to_string());
+                let waiters = HashMap::from([(uid.to_string(), tx)]);
+                tokio::spawn(self.clone().release(gang.clone(), joining, waiters, false));
+            } else {
+                plan.first_arrival.get_or_insert_with(Instant::now);
+                plan.arrived.insert(uid.to_string(), tx);
+            }
+            if !plan.released && plan.barrier_complete() {
                 plan.released = true;
                 let waiters = std::mem::take(&mut plan.arrived);
-                let slots: Vec<(String, Slot)> = plan
-                    .pods
-                    .iter()
-                    .map(|(u, s)| (u.clone(), s.clone()))
+                let slots: Vec<(String, Slot)> = waiters
+                    .keys()
+                    .filter_map(|u| Some((u.clone(), plan.pods.get(u)?.clone())))
                     .collect();
+                plan.sent.extend(waiters.keys().cloned());
                 let waited = now_secs().saturating_sub(plan.created_at) as f64;
                 self.metrics
                     .gang_wait
                     .with_label_values(&[&plan.queue])
                     .observe(waited);
-                tokio::spawn(actions::release(
-                    self.client.clone(),
-                    gang,
-                    slots,
-                    waiters,
-                    self.reporter.clone(),
-                ));
+                tokio::spawn(self.clone().release(gang, slots, waiters, true));
             }
             rx
         };
@@ -304,53 +313,126 @@ impl Engine {
         }
     }
 
-    /// Drops plans whose barrier timed out (nothing was bound) and forgets released plans once
+    /// Applies each plan's lifecycle transition (see `lifecycle::decide`): drops plans whose
+    /// barrier timed out or that went stale (nothing was bound), forgets released plans once
     /// the cache shows their pods bound.
     fn expire(&self, st: &mut State) {
         if st.last_expire.is_some_and(|t| t.elapsed() < EXPIRE_EVERY) {
             return;
         }
-        st.last_expire = Some(Instant::now());
+        let now = Instant::now();
+        st.last_expire = Some(now);
+        st.excluded.retain(|_, e| e.until > now);
         let timeout = self.config.barrier_timeout;
-        let mut dropped = Vec::new();
-        for (gang, plan) in &st.plans {
-            let done = if plan.released {
-                plan.made.elapsed() > timeout * 2 || plan.pods.values().all(|s| self.is_bound(s))
-            } else {
-                match plan.first_arrival {
-                    Some(t) => t.elapsed() > timeout,
-                    None => {
-                        let age = plan.made.elapsed();
-                        age > timeout * UNCLAIMED_TIMEOUTS
-                            || (age > WATCH_GRACE && plan.pods.values().any(|s| self.is_gone(s)))
+        let timing = Timing {
+            barrier: timeout,
+            unclaimed: timeout * UNCLAIMED_TIMEOUTS,
+            watch_grace: WATCH_GRACE,
+            released: timeout * RELEASED_TIMEOUTS,
+        };
+        let world = world::CacheWorld { cache: &self.cache };
+        let decided: Vec<(GangKey, Transition)> = st
+            .plans
+            .iter()
+            .map(|(gang, plan)| {
+                (
+                    gang.clone(),
+                    lifecycle::decide(gang, plan, &world, now, timing),
+                )
+            })
+            .filter(|(_, t)| *t != Transition::Keep)
+            .collect();
+        for (gang, transition) in decided {
+            match transition {
+                Transition::Keep => {}
+                Transition::Forget => {
+                    if let Some(plan) = st.plans.remove(&gang) {
+                        for uid in plan.pods.keys() {
+                            st.pod_plan.remove(uid);
+                        }
                     }
                 }
-            };
-            if done {
-                dropped.push(gang.clone());
+                Transition::Drop { reason, timed_out } => {
+                    if timed_out {
+                        self.metrics.barrier_timeouts.inc();
+                    }
+                    let cause = if timed_out { "timeout" } else { "stale" };
+                    self.drop_plan(st, &gang, &reason, cause);
+                }
             }
         }
-        for gang in dropped {
-            let Some(mut plan) = st.plans.remove(&gang) else {
-                continue;
-            };
-            for uid in plan.pods.keys() {
-                st.pod_plan.remove(uid);
+    }
+
+    /// Drops an unbound plan: its waiting binds fail with `reason` (kube-scheduler retries
+    /// them), its capacity is free again and the next round re-plans the gang whole.
+    fn drop_plan(&self, st: &mut State, gang: &GangKey, reason: &str, cause: &str) {
+        let Some(mut plan) = st.plans.remove(gang) else {
+            return;
+        };
+        for uid in plan.pods.keys() {
+            st.pod_plan.remove(uid);
+        }
+        self.metrics.dropped_plans.with_label_values(&[cause]).inc();
+        tracing::warn!(%gang, cause, "gang plan dropped: {reason}");
+        for (_, tx) in plan.arrived.drain() {
+            let _ = tx.send(Err(reason.to_string()));
+        }
+        // Force a fresh plan for the retry.
+        st.planned_generation = 0;
+        st.base = None;
+    }
+
+    /// kube-scheduler's own filters refused the planned node for this pod (it was not among
+    /// the nodes it passed to filter): something Muster does not model (inter-pod affinity,
+    /// volumes, ports). The node is excluded for the pod for a while and the gang, unless its
+    /// Bindings are already on the way, is re-planned whole.
+    pub async fn planned_node_refused(&self, uid: &str, node: &str) {
+        let mut st = self.state.lock().await;
+        let Some(gang) = st.pod_plan.get(uid).cloned() else {
+            return;
+        };
+        if st.plans.get(&gang).is_none_or(|p| p.released) {
+            return;
+        }
+        self.exclude(&mut st, uid, node);
+        let reason = format!(
+            "kube-scheduler's filters refused planned node {node} for pod {uid}; re-planning the gang without it"
+        );
+        self.drop_plan(&mut st, &gang, &reason, "refused_node");
+    }
+
+    fn exclude(&self, st: &mut State, uid: &str, node: &str) {
+        let e = st
+            .excluded
+            .entry(uid.to_string())
+            .or_insert_with(|| Exclusion {
+                nodes: HashSet::new(),
+                until: Instant::now(),
+            });
+        e.nodes.insert(node.to_string());
+        e.until = Instant::now() + EXCLUDE_FOR;
+    }
+
+    /// Acts on a finished release (see `release::Outcome`).
+    async fn release_done(&self, gang: &GangKey, outcome: release::Outcome) {
+        use release::Outcome;
+        let mut st = self.state.lock().await;
+        match outcome {
+            Outcome::Bound => {}
+            Outcome::Refused { uid, node, reason } => {
+                self.exclude(&mut st, &uid, &node);
+                self.drop_plan(&mut st, gang, &reason, "bind_refused");
             }
-            if !plan.released {
-                self.metrics.barrier_timeouts.inc();
-                let msg = format!(
-                    "gang barrier timed out: {} of {} members reached bind within {timeout:?}; nothing was bound, retrying the whole gang",
-                    plan.arrived.len(),
-                    plan.pods.len()
-                );
-                tracing::warn!(%gang, "{msg}");
-                for (_, tx) in plan.arrived.drain() {
-                    let _ = tx.send(Err(msg.clone()));
+            Outcome::RolledBack { reason } => self.drop_plan(&mut st, gang, &reason, "rolled_back"),
+            Outcome::NotLeader => self.drop_plan(&mut st, gang, NOT_LEADER, "not_leader"),
+            Outcome::ExtraFailed { uid, reason } => {
+                tracing::warn!(%gang, pod = uid, error = %reason, "member beyond the minimum not bound; re-planned later");
+                if let Some(plan) = st.plans.get_mut(gang) {
+                    plan.pods.remove(&uid);
+                    plan.sent.remove(&uid);
                 }
-                // Force a fresh plan for the retry.
+                st.pod_plan.remove(&uid);
                 st.planned_generation = 0;
-                st.base = None;
             }
         }
     }
@@ -359,17 +441,6 @@ impl Engine {
     fn cached_pod(&self, slot: &Slot) -> Option<Arc<Pod>> {
         let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
         self.cache.pods.get(&key)
-    }
-
-    /// The pod was deleted (or never reached the cache), so its plan cannot complete.
-    fn is_gone(&self, slot: &Slot) -> bool {
-        self.cached_pod(slot)
-            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
-    }
-
-    fn is_bound(&self, slot: &Slot) -> bool {
-        self.cached_pod(slot)
-            .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
     }
 
     /// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly

@@ -3,9 +3,10 @@
 //! are placed on between rounds (see `fast`).
 
 use super::{Answer, Base, Engine, LivePlan, Slot, State, actions, now_secs, status};
-use crate::snapshot::{self, Assumed, Snapshot};
+use crate::gang::GangSource;
+use crate::snapshot::{self, Assumed, Planning, Snapshot};
 use muster_core::{Gang, GangKey, GangPlacement, WaitReason};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,19 +18,23 @@ impl Engine {
     pub(super) async fn round(self: &Arc<Self>, asking: Option<&str>) {
         let _one_at_a_time = self.round_lock.lock().await;
         let started = Instant::now();
-        let (assumed, generation, node_generation) = {
+        let (planning, generation, node_generation) = {
             let mut st = self.state.lock().await;
             st.round_running = true;
             st.last_replan = Some(started);
             let node_generation = self.cache.node_generation();
-            (assumed_pods(&st), self.cache.generation(), node_generation)
+            (
+                planning_inputs(&st),
+                self.cache.generation(),
+                node_generation,
+            )
         };
         let now = now_secs();
         let cache = self.cache.clone();
         let planner = self.config.planner.clone();
         let computed = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let snap = snapshot::build(&cache, &assumed, now);
+            let snap = snapshot::build(&cache, &planning, now);
             let built = t.elapsed();
             let plan = snap.cluster.plan(&snap.pending, now, &planner);
             (snap, plan, built, t.elapsed() - built)
@@ -83,8 +88,15 @@ impl Engine {
                 .map(|p| (p.namespace.clone(), p.name.clone()))
         };
         for placement in &plan.placements {
-            if let Some(gang) = gang_of_pending.get(&placement.gang) {
-                self.adopt(st, gang, placement, &name_of, &snap.gpu_ids, asking);
+            if let (Some(gang), Some(info)) = (
+                gang_of_pending.get(&placement.gang),
+                snap.gangs.get(&placement.gang),
+            ) {
+                let names = Names {
+                    name_of: &name_of,
+                    gpu_ids: &snap.gpu_ids,
+                };
+                self.adopt(st, gang, &info.source, placement, names, asking);
             }
         }
         self.start_preemptions(st, &plan.preemptions, &snap);
@@ -166,22 +178,29 @@ impl Engine {
     /// Turns a placement into a live plan. Members that were told to wait are touched so
     /// kube-scheduler retries them now rather than after their backoff; the others are
     /// nominated to their planned node (if configured), so kube-scheduler checks only that
-    /// node when it gets to them.
+    /// node when it gets to them. A gang whose minimum is already released gets the new
+    /// members added to its plan (they bind on their own); a plan still at its barrier is
+    /// never replaced.
     pub(super) fn adopt(
         &self,
         st: &mut State,
         gang: &Gang,
+        source: &GangSource,
         placement: &GangPlacement,
-        name_of: &dyn Fn(&str) -> Option<(String, String)>,
-        gpu_ids: &HashMap<String, Vec<String>>,
+        names: Names<'_>,
         asking: Option<&str>,
     ) {
+        let joining = st.plans.get(&placement.gang).map(|p| p.released);
+        if joining == Some(false) {
+            tracing::warn!(gang = %placement.gang, "placement for a gang whose plan holds its barrier; ignored");
+            return;
+        }
         let mut pods = HashMap::new();
-        for a in &placement.assignments {
-            let Some((namespace, name)) = name_of(&a.pod.0) else {
+        for (i, a) in placement.assignments.iter().enumerate() {
+            let Some((namespace, name)) = (names.name_of)(&a.pod.0) else {
                 continue;
             };
-            let ids = gpu_ids.get(&a.node);
+            let ids = names.gpu_ids.get(&a.node);
             let resources = gang
                 .pending
                 .iter()
@@ -201,6 +220,7 @@ impl Engine {
                         .collect(),
                     gpus: a.gpus.clone(),
                     resources,
+                    required: joining.is_none() && i < placement.required,
                 },
             );
         }
@@ -228,6 +248,14 @@ impl Engine {
                 self.metrics.clone(),
             ));
         }
+        self.metrics
+            .gang_attempts
+            .with_label_values(&["placed"])
+            .inc();
+        if let Some(plan) = st.plans.get_mut(&placement.gang) {
+            plan.pods.extend(pods);
+            return;
+        }
         st.plans.insert(
             placement.gang.clone(),
             LivePlan {
@@ -235,16 +263,15 @@ impl Engine {
                 priority: gang.priority,
                 queue: gang.queue.clone(),
                 created_at: gang.created_at,
+                min_member: gang.min_member,
+                source: source.clone(),
                 made: Instant::now(),
                 first_arrival: None,
                 arrived: HashMap::new(),
                 released: false,
+                sent: HashSet::new(),
             },
         );
-        self.metrics
-            .gang_attempts
-            .with_label_values(&["placed"])
-            .inc();
     }
 
     fn start_preemptions(
@@ -281,12 +308,18 @@ impl Engine {
             }
             tracing::info!(gang = %p.gang, victims = p.victims.len(), "{}", p.message);
             if !victims.is_empty() {
+                let leader = self.leader.get().cloned();
                 tokio::spawn(actions::evict(
                     self.client.clone(),
                     p.gang.clone(),
                     victims,
                     self.metrics.clone(),
                     self.reporter.clone(),
+                    move || {
+                        leader
+                            .as_ref()
+                            .is_none_or(|l| l.load(std::sync::atomic::Ordering::Acquire))
+                    },
                 ));
             }
         }
@@ -295,9 +328,18 @@ impl Engine {
     }
 }
 
-/// Every planned, unbound pod holds its place in the next snapshot.
-fn assumed_pods(st: &State) -> HashMap<String, Assumed> {
-    st.plans
+/// How a placement's pods and GPUs are named.
+#[derive(Clone, Copy)]
+pub(super) struct Names<'a> {
+    pub name_of: &'a dyn Fn(&str) -> Option<(String, String)>,
+    pub gpu_ids: &'a HashMap<String, Vec<String>>,
+}
+
+/// What the engine's plans add to the next snapshot: every planned, unbound pod holds its
+/// place; gangs at their barrier hold their other members back; refused nodes stay excluded.
+fn planning_inputs(st: &State) -> Planning {
+    let assumed = st
+        .plans
         .iter()
         .flat_map(|(gang, plan)| {
             plan.pods.iter().map(move |(uid, s)| {
@@ -313,5 +355,21 @@ fn assumed_pods(st: &State) -> HashMap<String, Assumed> {
                 )
             })
         })
-        .collect()
+        .collect();
+    let held = st
+        .plans
+        .iter()
+        .filter(|(_, p)| !p.released)
+        .map(|(g, _)| g.clone())
+        .collect();
+    let excluded = st
+        .excluded
+        .iter()
+        .map(|(uid, e)| (uid.clone(), e.nodes.iter().cloned().collect()))
+        .collect();
+    Planning {
+        assumed,
+        held,
+        excluded,
+    }
 }

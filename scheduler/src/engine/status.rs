@@ -52,7 +52,10 @@ impl Reporter {
             ..Default::default()
         };
         let event = Event {
-            type_: if reason == "Preempted" {
+            type_: if matches!(
+                reason,
+                "Preempted" | "PreemptionRefused" | "BindRefused" | "GangRolledBack"
+            ) {
                 EventType::Warning
             } else {
                 EventType::Normal

@@ -92,6 +92,17 @@ async fn filter(State(state): State<AppState>, body: Bytes) -> Response {
         }
         Answer::Node(node) => {
             tracing::debug!(node, "planned node not among the scheduler's candidates");
+            // kube-scheduler tries a nominated node alone first: a stale nomination elsewhere
+            // says nothing about the planned node.
+            let nominated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_ref());
+            let only_nominated =
+                candidates.len() == 1 && nominated.is_some_and(|n| candidates.contains(n));
+            if !only_nominated && let Some(uid) = pod.metadata.uid.as_deref() {
+                state.engine.planned_node_refused(uid, &node).await;
+            }
             for n in candidates {
                 result
                     .failed_nodes

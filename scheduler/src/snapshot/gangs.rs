@@ -1,4 +1,4 @@
-//! Gangs in every dialect users write: the group object's minimum, queue, priority and
+//! Gangs in every dialect users write: the group object's minimum, queue and
 //! timeout, or why the gang cannot be planned at all.
 
 use super::pods::PendingMember;
@@ -22,6 +22,8 @@ pub struct GangInfo {
     pub problem: Option<String>,
     pub created_at: u64,
     pub queue: String,
+    /// The highest priority among the gang's pods, as their admission set it (a group's
+    /// class is not a grant: waiting and running, a gang ranks the same).
     pub priority: i32,
     /// `scheduleTimeoutSeconds` of the group: how long members may take to appear.
     pub schedule_timeout_secs: Option<u64>,
@@ -48,13 +50,14 @@ pub(super) fn flag_missing_members(info: &mut GangInfo, now: u64) {
 }
 
 /// The core's view of a gang's waiting members; the gang's priority is the highest of its
-/// group's and its members'.
+/// pods'.
 pub fn pending_gang(key: GangKey, info: &GangInfo, members: Vec<PendingMember>) -> Gang {
     Gang {
         queue: info.queue.clone(),
-        priority: info
-            .priority
-            .max(members.iter().map(|m| m.priority).max().unwrap_or(0)),
+        priority: members
+            .iter()
+            .map(|m| m.priority)
+            .fold(info.priority, i32::max),
         created_at: info.created_at,
         min_member: info.min_member,
         can_preempt: members.iter().all(|m| m.can_preempt),
@@ -76,7 +79,7 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
         created_at: 0,
         schedule_timeout_secs: None,
         queue: "default".into(),
-        priority: 0,
+        priority: i32::MIN,
     };
     let missing = |kind: &str, name: &str| {
         Some(format!(
@@ -107,15 +110,14 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
                 } else {
                     info.min_member = pg.spec.min_member as u32;
                 }
-                if let Some(pc) = &pg.spec.priority_class_name {
-                    match cache.priority_classes.get(&ObjectRef::new(pc)) {
-                        Some(c) => info.priority = c.value.unwrap_or(0),
-                        None => {
-                            info.problem = Some(format!(
-                                "invalid PodGroup: priority class {pc:?} does not exist"
-                            ))
-                        }
-                    }
+                // The class is checked, not granted: a gang ranks by its pods' own priority,
+                // which their admission set (see `GangInfo::priority`).
+                if let Some(pc) = &pg.spec.priority_class_name
+                    && cache.priority_classes.get(&ObjectRef::new(pc)).is_none()
+                {
+                    info.problem = Some(format!(
+                        "invalid PodGroup: priority class {pc:?} does not exist"
+                    ));
                 }
             }
         },
@@ -136,14 +138,6 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
                 if let Some(q) = &pg.spec.queue {
                     info.queue = q.clone();
                 }
-                if let Some(pc) = pg
-                    .spec
-                    .priority_class_name
-                    .as_ref()
-                    .and_then(|pc| cache.priority_classes.get(&ObjectRef::new(pc)))
-                {
-                    info.priority = pc.value.unwrap_or(0);
-                }
             }
         },
         GangSource::Upstream(name) => match cache
@@ -158,9 +152,6 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
                     .gang
                     .as_ref()
                     .map_or(1, |g| g.min_count.max(1) as u32);
-                if let Some(p) = pg.spec.priority {
-                    info.priority = p;
-                }
             }
         },
         GangSource::Annotation { min_available } => match min_available {

@@ -5,20 +5,60 @@ mod nodes;
 mod pods;
 
 pub use gangs::{GangInfo, gang_info, pending_gang};
-pub(crate) use pods::created_secs;
+pub(crate) use nodes::cached_node_info;
 pub use pods::{PendingMember, is_gated, pending_member};
+pub(crate) use pods::{created_secs, tolerations};
 
 use crate::cache::Cache;
 use crate::gang::gang_of;
 use kube::runtime::reflector::ObjectRef;
 use muster_api::names;
-use muster_core::{Cluster, Gang, GangKey, NodeInfo, PlacedPod, PodId, Resources};
-use nodes::cached_node_info;
+use muster_core::{
+    Cluster, FIELD_NODE_NAME, Gang, GangKey, LabelRequirement, NodeInfo, PlacedPod, PodId,
+    Resources,
+};
 use pods::{annotated_gpus, cached_requests, forget_deleted};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Pods at or above this priority (system-cluster-critical and up) are never victims.
 const SYSTEM_PRIORITY: i32 = 1_000_000_000;
+
+/// DaemonSet, mirror and static pods belong to their node: evicting them frees nothing for
+/// long (they come back on the same node) and breaks the node's own services.
+fn node_bound_by_design(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let daemon = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet");
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    daemon || mirror
+}
+
+/// Pods of one gang name that define the gang differently (a Volcano group and a Muster
+/// PodGroup of the same name, members disagreeing on min-available): planning either
+/// reading could break the other's promise, so the gang waits until they agree.
+fn conflicting_sources(a: &crate::gang::GangSource, b: &crate::gang::GangSource) -> String {
+    use crate::gang::GangSource::Annotation;
+    match (a, b) {
+        (Annotation { min_available: x }, Annotation { min_available: y }) => format!(
+            "gang members disagree on {}: {} vs {}",
+            names::ANNOTATION_MIN_AVAILABLE,
+            x.as_ref().map_or_else(|e| e.clone(), |n| n.to_string()),
+            y.as_ref().map_or_else(|e| e.clone(), |n| n.to_string()),
+        ),
+        _ => format!(
+            "gang name is claimed by two definitions ({} and {}); rename one",
+            a.kind(),
+            b.kind()
+        ),
+    }
+}
 
 /// A pod the engine has planned but not bound yet: it holds its place in every new snapshot.
 #[derive(Clone, Debug)]
@@ -28,6 +68,18 @@ pub struct Assumed {
     pub gpus: Vec<u32>,
     pub resources: Resources,
     pub priority: i32,
+}
+
+/// What the engine adds to the cache's view of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Planning {
+    /// Planned, unbound pods by UID.
+    pub assumed: HashMap<String, Assumed>,
+    /// Gangs whose minimum is planned and not yet released: their other pending members wait
+    /// (a plan whose barrier holds members is never replaced).
+    pub held: HashSet<GangKey>,
+    /// Nodes each pod (by UID) may not be planned on.
+    pub excluded: HashMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -46,7 +98,8 @@ pub struct Snapshot {
     pub gpu_ids: HashMap<String, Vec<String>>,
 }
 
-pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Snapshot {
+pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
+    let assumed = &planning.assumed;
     let mut gpu_ids = HashMap::new();
     let nodes: Vec<NodeInfo> = cache
         .nodes
@@ -92,6 +145,9 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
         let info = gangs
             .entry(gref.key.clone())
             .or_insert_with(|| gang_info(cache, &gref.key, &gref.source));
+        if info.source != gref.source && info.problem.is_none() {
+            info.problem = Some(conflicting_sources(&info.source, &gref.source));
+        }
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         if ours {
             info.members += 1;
@@ -127,11 +183,18 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
                 id: PodId(uid),
                 gang: gref.key.clone(),
                 node: node.clone(),
-                resources: cached_requests(cache, &pod),
+                // Bound already: what it holds is the API server's business; uncountable
+                // requests are read as the whole node, so nothing is placed beside it.
+                resources: cached_requests(cache, &pod).unwrap_or(Resources {
+                    cpu_millis: u64::MAX,
+                    memory_bytes: u64::MAX,
+                    pods: 1,
+                    gpus: 0,
+                }),
                 gpus: annotated_gpus(&pod, gpu_ids.get(&node)),
                 priority,
                 started_at: created_secs(pod.metadata.creation_timestamp.as_ref()),
-                preemptible: priority < SYSTEM_PRIORITY,
+                preemptible: priority < SYSTEM_PRIORITY && !node_bound_by_design(&pod),
                 terminating,
             };
             if placed.gpus.len() == placed.resources.gpus as usize {
@@ -156,7 +219,9 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
                 gpus: a.gpus.clone(),
                 priority: a.priority,
                 started_at: now,
-                preemptible: a.priority < SYSTEM_PRIORITY,
+                // Never a victim: evicting a planned gang's pending pods would gain nothing
+                // its plan does not already hold; it binds or its plan is dropped.
+                preemptible: false,
                 terminating: false,
             };
             if let Err(e) = cluster.record_pod(placed) {
@@ -164,10 +229,22 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
             }
             continue;
         }
-        members
-            .entry(gref.key.clone())
-            .or_default()
-            .push(pending_member(cache, &pod, uid));
+        if planning.held.contains(&gref.key) {
+            continue;
+        }
+        let mut member = pending_member(cache, &pod, uid);
+        if let Some(problem) = &member.invalid
+            && info.problem.is_none()
+        {
+            info.problem = Some(problem.clone());
+        }
+        if let Some(nodes) = planning.excluded.get(&member.request.id.0) {
+            member.request.selector.push(LabelRequirement::NotIn(
+                FIELD_NODE_NAME.to_string(),
+                nodes.clone(),
+            ));
+        }
+        members.entry(gref.key.clone()).or_default().push(member);
     }
     // Pods bound without a GPU choice (another scheduler, or before Muster): lowest free GPUs.
     for mut p in unannotated {
@@ -183,6 +260,9 @@ pub fn build(cache: &Cache, assumed: &HashMap<String, Assumed>, now: u64) -> Sna
         }
     }
     for info in gangs.values_mut() {
+        if info.priority == i32::MIN {
+            info.priority = 0;
+        }
         gangs::flag_missing_members(info, now);
     }
     forget_deleted(&cache.pod_requests, pods.len(), |uid| {

@@ -11,7 +11,7 @@ use muster_core::{GpuInfo, NodeInfo, Resources, Taint, TaintEffect};
 /// `node_info`, memoised on the Node's fingerprint and its GpuNode's resourceVersion: rounds
 /// run often, nodes rarely change in ways placement sees (heartbeats rewrite them all the
 /// time), and turning a fixture into per-node GPU identities is not free.
-pub(super) fn cached_node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
+pub(crate) fn cached_node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
     let name = node.metadata.name.as_deref()?;
     let version = |rv: Option<&String>| rv.cloned().unwrap_or_default();
     let key = (

@@ -5,7 +5,7 @@ use crate::cache::Cache;
 use crate::resources::pod_requests;
 use k8s_openapi::api::core::v1::Pod;
 use muster_api::names;
-use muster_core::{LabelRequirement, PodId, PodRequest, Resources, Toleration};
+use muster_core::{LabelRequirement, PodId, PodRequest, Toleration};
 use std::collections::HashMap;
 
 /// A pod with scheduling gates (a queue such as Kueue holding it back) is not scheduled by
@@ -20,16 +20,23 @@ pub fn is_gated(pod: &Pod) -> bool {
 /// A pod waiting for placement, as the core sees it.
 pub struct PendingMember {
     pub request: PodRequest,
+    /// Why the pod's requests cannot be counted (its gang cannot be planned), if so.
+    pub invalid: Option<String>,
     pub priority: i32,
     pub can_preempt: bool,
 }
 
 pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
     let spec = pod.spec.as_ref();
+    let requests = cached_requests(cache, pod);
     PendingMember {
+        invalid: requests.as_ref().err().map(|e| {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            format!("pod {name} cannot be placed: {e}")
+        }),
         request: PodRequest {
             id: PodId(uid),
-            resources: cached_requests(cache, pod),
+            resources: requests.unwrap_or_default(),
             selector: selector(pod),
             tolerations: tolerations(pod),
         },
@@ -68,7 +75,7 @@ pub(super) fn annotated_gpus(pod: &Pod, ids: Option<&Vec<String>>) -> Vec<u32> {
 }
 
 /// A pod's requests, memoised on its resourceVersion (rounds read every pod).
-pub(super) fn cached_requests(cache: &Cache, pod: &Pod) -> Resources {
+pub(super) fn cached_requests(cache: &Cache, pod: &Pod) -> crate::cache::Requests {
     let (Some(uid), Some(rv)) = (
         pod.metadata.uid.as_deref(),
         pod.metadata.resource_version.as_deref(),
@@ -79,10 +86,10 @@ pub(super) fn cached_requests(cache: &Cache, pod: &Pod) -> Resources {
     if let Some((k, r)) = memo.get(uid)
         && k == rv
     {
-        return *r;
+        return r.clone();
     }
     let r = pod_requests(pod);
-    memo.insert(uid.to_string(), (rv.to_string(), r));
+    memo.insert(uid.to_string(), (rv.to_string(), r.clone()));
     r
 }
 
@@ -135,7 +142,7 @@ pub(super) fn selector(pod: &Pod) -> Vec<LabelRequirement> {
     out
 }
 
-pub(super) fn tolerations(pod: &Pod) -> Vec<Toleration> {
+pub(crate) fn tolerations(pod: &Pod) -> Vec<Toleration> {
     pod.spec
         .as_ref()
         .and_then(|s| s.tolerations.as_ref())

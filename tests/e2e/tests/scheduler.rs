@@ -14,34 +14,6 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.unwrap();
-}
-
-fn gang(prefix: &str, n: u32, gpus: u32, g: Gang<'_>, pc: Option<&str>) -> Vec<Pod> {
-    (0..n)
-        .map(|i| member(&format!("{prefix}-{i}"), g, gpus, pc))
-        .collect()
-}
-
-/// Pods still pending after `quiet` of cluster time: nothing happened to them.
-async fn stays_unbound(client: &Client, ns: &str, prefix: &str, quiet: Duration) {
-    tokio::time::sleep(quiet).await;
-    let pods = pods_with_prefix(client, ns, prefix).await;
-    assert_eq!(bound_count(&pods), 0, "{prefix}: some members were bound");
-}
-
-fn gpu_ids(p: &Pod) -> Vec<String> {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("muster.dev/gpu-ids"))
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn gangs_bind_whole_or_not_at_all() {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
@@ -305,28 +277,6 @@ async fn extender_restart_mid_barrier_leaves_no_partial_gang() {
     .await;
 }
 
-/// A PersistentVolume and a claim already bound to it (no provisioner needed).
-async fn create_bound_claim(client: &Client, ns: &str, name: &str) {
-    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
-    let pv = serde_json::from_value(json!({
-        "metadata": {"name": format!("{ns}-{name}")},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual", "hostPath": {"path": "/tmp/muster-e2e"},
-            "claimRef": {"namespace": ns, "name": name}}
-    }))
-    .unwrap();
-    pvs.create(&PostParams::default(), &pv).await.unwrap();
-    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(client.clone(), ns);
-    let pvc = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-            "volumeName": format!("{ns}-{name}"), "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .unwrap();
-    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn topology_choice_and_bad_input() {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx1-v100", 1)], &[]).await;
@@ -425,24 +375,6 @@ async fn topology_choice_and_bad_input() {
         "{valid:?}"
     );
     wait_for_condition(&api, "short-0", "scheduleTimeoutSeconds").await;
-}
-
-async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {
-    let started = std::time::Instant::now();
-    loop {
-        let p = api.get(name).await.unwrap();
-        let conds = p.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conds.iter().any(|c| {
-            c.type_ == "PodScheduled" && c.message.as_deref().is_some_and(|m| m.contains(want))
-        }) {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{name}: no PodScheduled reason containing {want:?}: {conds:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn nominated(p: &Pod) -> Option<String> {

@@ -75,7 +75,10 @@ impl Extender {
     }
 
     fn spawn(&mut self) {
-        let bin = workspace_binary("muster-scheduler", "muster-scheduler");
+        // An older build to compare against (e.g. to show a new test failing before a fix).
+        let bin = std::env::var_os("MUSTER_E2E_EXTENDER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_binary("muster-scheduler", "muster-scheduler"));
         self.spawn_binary(bin);
     }
 
@@ -336,4 +339,72 @@ pub async fn wait_pods(
 
 pub fn bound_count(pods: &[Pod]) -> usize {
     pods.iter().filter(|p| node_of(p).is_some()).count()
+}
+
+pub async fn namespace(client: &Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+pub fn gang(prefix: &str, n: u32, gpus: u32, g: Gang<'_>, pc: Option<&str>) -> Vec<Pod> {
+    (0..n)
+        .map(|i| member(&format!("{prefix}-{i}"), g, gpus, pc))
+        .collect()
+}
+
+/// Pods still pending after `quiet` of cluster time: nothing happened to them.
+pub async fn stays_unbound(client: &Client, ns: &str, prefix: &str, quiet: Duration) {
+    tokio::time::sleep(quiet).await;
+    let pods = pods_with_prefix(client, ns, prefix).await;
+    assert_eq!(bound_count(&pods), 0, "{prefix}: some members were bound");
+}
+
+pub fn gpu_ids(p: &Pod) -> Vec<String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("muster.dev/gpu-ids"))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A PersistentVolume and a claim already bound to it (no provisioner needed).
+pub async fn create_bound_claim(client: &Client, ns: &str, name: &str) {
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    let pv = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-{name}")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual", "hostPath": {"path": "/tmp/muster-e2e"},
+            "claimRef": {"namespace": ns, "name": name}}
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    let pvc = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+            "volumeName": format!("{ns}-{name}"), "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+}
+
+pub async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let p = api.get(name).await.unwrap();
+        let conds = p.status.and_then(|s| s.conditions).unwrap_or_default();
+        if conds.iter().any(|c| {
+            c.type_ == "PodScheduled" && c.message.as_deref().is_some_and(|m| m.contains(want))
+        }) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{name}: no PodScheduled reason containing {want:?}: {conds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -10,7 +10,8 @@
 //!   than `partial_bound`, in a gang that never had its minimum bound at once, and that the
 //!   soak did not disturb (a member or node deleted) from 10 s before its first bind on;
 //! - `stuck` (d): all members present, fewer than min bound, for longer than `stuck`, although
-//!   the unbound members fitted the free GPUs for `fit_sustain` in a row meanwhile.
+//!   the unbound members fitted the free GPUs for `fit_sustain` in a row meanwhile;
+//! - `overcommit` (each second): a node whose live bound pods ask for more GPUs than it has.
 
 pub mod capacity;
 mod gangs;
@@ -57,6 +58,7 @@ pub struct CheckStats {
     /// Partial gangs not reported because the soak had disturbed them.
     pub partial_exempted: u64,
     pub max_live_bound_pods: u64,
+    pub overcommit_checks: u64,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,7 @@ pub struct Checker {
     reported_dups: HashSet<(String, BTreeSet<String>)>,
     warned: HashSet<(String, &'static str)>,
     relist: Option<HashSet<String>>,
+    overcommitted: HashSet<String>,
     live_bound: u64,
     last_liveness: Instant,
     stats: CheckStats,
@@ -106,6 +109,7 @@ impl Checker {
             reported_dups: HashSet::new(),
             warned: HashSet::new(),
             relist: None,
+            overcommitted: HashSet::new(),
             live_bound: 0,
             last_liveness: Instant::now(),
             stats: CheckStats::default(),
@@ -357,6 +361,7 @@ impl Checker {
         let liveness = now.duration_since(self.last_liveness) >= Duration::from_secs(1);
         let free = if liveness {
             self.last_liveness = now;
+            self.check_overcommit(now);
             Some(free_gpus_per_node(&self.stores, &self.pods, &self.fixture))
         } else {
             None
@@ -371,5 +376,39 @@ impl Checker {
                 self.check_liveness(&name, free, now);
             }
         }
+    }
+
+    /// More GPUs asked by live bound pods of a node than it has: `overcommit` (once per
+    /// episode and node).
+    fn check_overcommit(&mut self, now: Instant) {
+        let mut asked: HashMap<&str, (u32, Vec<&str>)> = HashMap::new();
+        for p in self.pods.values().filter(|p| p.live_bound && p.gpus > 0) {
+            if let Some(node) = p.node.as_deref() {
+                let e = asked.entry(node).or_default();
+                e.0 += p.gpus;
+                e.1.push(&p.name);
+            }
+        }
+        let mut over = HashSet::new();
+        for node in self.stores.nodes.state() {
+            let Some(name) = node.metadata.name.as_deref() else {
+                continue;
+            };
+            self.stats.overcommit_checks += 1;
+            let have = capacity::allocatable_gpus(&node);
+            let Some((n, pods)) = asked.get(name) else {
+                continue;
+            };
+            if *n > have {
+                over.insert(name.to_string());
+                if !self.overcommitted.contains(name) {
+                    self.shared.violation(
+                        "overcommit",
+                        json!({"node": name, "gpus": have, "asked": n, "pods": pods, "at_s": self.shared.at(now)}),
+                    );
+                }
+            }
+        }
+        self.overcommitted = over;
     }
 }

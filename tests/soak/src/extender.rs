@@ -80,6 +80,7 @@ impl Extender {
             .arg(&self.kubeconfig)
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
@@ -189,9 +190,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Extender memory over the run.
+/// The extender over the run: memory, and what its log says it did.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct RssStats {
+pub struct ExtenderStats {
     /// (seconds since start, KiB).
     pub samples: Vec<(f64, u64)>,
     pub first_kib: Option<u64>,
@@ -200,6 +201,12 @@ pub struct RssStats {
     /// Mean of the last third's samples over the first third's.
     pub growth: Option<f64>,
     pub extender_starts: u32,
+    /// Log lines: preemption decisions, evicted victims, plans dropped, WARN and ERROR lines.
+    pub log_preemptions: u64,
+    pub log_evictions: u64,
+    pub log_plans_dropped: u64,
+    pub log_warnings: u64,
+    pub log_errors: u64,
 }
 
 /// Watches the extender until `deadline`: an exit the soak did not cause and a "panicked" in
@@ -210,8 +217,8 @@ pub async fn monitor(
     shared: Arc<Shared>,
     duration: Duration,
     deadline: Instant,
-) -> RssStats {
-    let mut stats = RssStats::default();
+) -> ExtenderStats {
+    let mut stats = ExtenderStats::default();
     let every = (duration / 10).clamp(Duration::from_secs(5), Duration::from_secs(60));
     let mut next_sample = Instant::now();
     let mut log_offset = 0u64;
@@ -223,6 +230,11 @@ pub async fn monitor(
             if line.contains("panicked") {
                 shared.violation("extender-panic", json!({"line": line}));
             }
+            stats.log_preemptions += u64::from(line.contains(" preempting "));
+            stats.log_evictions += u64::from(line.contains(" evicted victim="));
+            stats.log_plans_dropped += u64::from(line.contains("gang plan dropped"));
+            stats.log_warnings += u64::from(line.contains(" WARN "));
+            stats.log_errors += u64::from(line.contains(" ERROR "));
         }
         if !shared.extender_restarting()
             && let Some(status) = ext.exited()
@@ -267,11 +279,29 @@ fn new_log_lines(path: &Path, offset: &mut u64) -> Vec<String> {
     *offset += end as u64 + 1;
     String::from_utf8_lossy(&bytes[..end])
         .lines()
-        .map(str::to_string)
+        .map(strip_ansi)
         .collect()
 }
 
-fn finish_rss(stats: &mut RssStats, shared: &Shared, duration: Duration) {
+/// The line without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn finish_rss(stats: &mut ExtenderStats, shared: &Shared, duration: Duration) {
     stats.first_kib = stats.samples.first().map(|s| s.1);
     stats.last_kib = stats.samples.last().map(|s| s.1);
     stats.max_kib = stats.samples.iter().map(|s| s.1).max();
@@ -298,5 +328,14 @@ fn finish_rss(stats: &mut RssStats, shared: &Shared, duration: Duration) {
                 json!({"first_third_kib": first, "last_third_kib": last, "growth": growth}),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours() {
+        let line = "2026Z \u{1b}[33m WARN\u{1b}[0m \u{1b}[2mmuster\u{1b}[0m\u{1b}[2m:\u{1b}[0m x";
+        assert_eq!(super::strip_ansi(line), "2026Z  WARN muster: x");
     }
 }

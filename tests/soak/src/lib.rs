@@ -124,7 +124,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Summary> {
     let workload_stats = workload_task.await.context("workload task")?;
     let fault_stats = faults_task.await.context("fault task")?;
     let check_stats = check_task.await.context("checker task")?;
-    let rss = monitor_task.await.context("extender monitor task")?;
+    let extender_stats = monitor_task.await.context("extender monitor task")?;
     env.extender.lock().await.kill();
     if config.keep_dir {
         env.cluster.keep_dir();
@@ -135,7 +135,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Summary> {
         workload_stats,
         fault_stats,
         check_stats,
-        rss,
+        extender_stats,
         &shared,
     );
     Ok(summary)

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::SoakConfig;
 use crate::checker::CheckStats;
-use crate::extender::RssStats;
+use crate::extender::ExtenderStats;
 use crate::faults::FaultStats;
 use crate::state::{Findings, Shared};
 use crate::workload::WorkloadStats;
@@ -31,7 +31,7 @@ pub struct Summary {
     pub workload: WorkloadStats,
     pub faults: FaultStats,
     pub checks: CheckStats,
-    pub extender_rss: RssStats,
+    pub extender: ExtenderStats,
     pub violations: BTreeMap<String, Kind>,
     pub warnings: BTreeMap<String, Kind>,
 }
@@ -50,7 +50,7 @@ impl Summary {
         workload: WorkloadStats,
         faults: FaultStats,
         checks: CheckStats,
-        extender_rss: RssStats,
+        extender: ExtenderStats,
         shared: &Shared,
     ) -> Summary {
         let (violations, warnings) = shared.take_findings();
@@ -64,7 +64,7 @@ impl Summary {
             workload,
             faults,
             checks,
-            extender_rss,
+            extender,
             violations: kinds(violations),
             warnings: kinds(warnings),
         }
@@ -146,11 +146,20 @@ impl Summary {
             c.watch_restarts,
             c.partial_exempted
         );
-        let r = &self.extender_rss;
+        let r = &self.extender;
         let _ = writeln!(
             s,
-            "  extender: {} starts, RSS KiB first {:?} last {:?} max {:?} growth {:?}",
-            r.extender_starts, r.first_kib, r.last_kib, r.max_kib, r.growth
+            "  extender: {} starts, RSS KiB first {:?} last {:?} max {:?} growth {:?}; log: {} preemptions, {} evictions, {} plans dropped, {} WARN, {} ERROR",
+            r.extender_starts,
+            r.first_kib,
+            r.last_kib,
+            r.max_kib,
+            r.growth,
+            r.log_preemptions,
+            r.log_evictions,
+            r.log_plans_dropped,
+            r.log_warnings,
+            r.log_errors
         );
         for (title, map) in [
             ("VIOLATIONS", &self.violations),

@@ -27,7 +27,7 @@ pub fn schedulable(node: &Node) -> bool {
     ready && !tainted && node.metadata.deletion_timestamp.is_none()
 }
 
-fn allocatable_gpus(node: &Node) -> u32 {
+pub fn allocatable_gpus(node: &Node) -> u32 {
     node.status
         .as_ref()
         .and_then(|s| s.allocatable.as_ref())

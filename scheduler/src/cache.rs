@@ -18,7 +18,7 @@ use muster_crds::{GpuNode, PodGroup};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -47,6 +47,9 @@ pub struct Cache {
     /// GpuNode event: capacity, health, links.
     node_generation: Arc<AtomicU64>,
     changed: Arc<Notify>,
+    /// GpuNodes have been listed once: until then a node without a fixture label may only
+    /// look GPU-less (its GPUs' identities are not known yet).
+    gpu_nodes_listed: Arc<AtomicBool>,
 }
 
 impl Cache {
@@ -83,7 +86,22 @@ impl Cache {
             generation,
             node_generation,
             changed,
+            gpu_nodes_listed: Arc::default(),
         };
+        {
+            let (store, listed) = (cache.gpu_nodes.clone(), cache.gpu_nodes_listed.clone());
+            let (generation, changed) = (cache.generation.clone(), cache.changed.clone());
+            let nodes = cache.node_generation.clone();
+            tokio::spawn(async move {
+                if store.wait_until_ready().await.is_ok() {
+                    listed.store(true, Ordering::Release);
+                    nodes.fetch_add(1, Ordering::AcqRel);
+                    generation.fetch_add(1, Ordering::AcqRel);
+                    changed.notify_waiters();
+                    tracing::info!("GpuNodes listed: GPU identities known");
+                }
+            });
+        }
         let ready = async {
             cache.nodes.wait_until_ready().await?;
             cache.pods.wait_until_ready().await
@@ -123,7 +141,19 @@ impl Cache {
             generation: Arc::new(AtomicU64::new(1)),
             node_generation: Arc::new(AtomicU64::new(1)),
             changed: Arc::new(Notify::new()),
+            gpu_nodes_listed: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The same cache as if its GpuNode list had not arrived yet (tests of startup).
+    pub fn with_gpu_nodes_unlisted(mut self) -> Cache {
+        self.gpu_nodes_listed = Arc::new(AtomicBool::new(false));
+        self
+    }
+
+    /// Whether GpuNodes have been listed (see the field).
+    pub fn gpu_nodes_listed(&self) -> bool {
+        self.gpu_nodes_listed.load(Ordering::Acquire)
     }
 
     /// Changes whenever any watched object changes.

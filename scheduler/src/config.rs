@@ -54,6 +54,10 @@ pub struct Flags {
     pub log_json: bool,
 }
 
+const MAX_BARRIER_SECS: u64 = 90;
+const MAX_RESERVE_AFTER_SECS: u64 = 30 * 24 * 3600;
+const MAX_RESERVATIONS: usize = 1024;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
@@ -99,8 +103,30 @@ impl Config {
             .barrier_timeout_seconds
             .or(file.barrier_timeout_seconds)
             .unwrap_or(60);
-        if barrier == 0 {
-            anyhow::bail!("barrierTimeoutSeconds must be at least 1");
+        // A bind call waits up to the barrier, then the release's validation and retries;
+        // all of it must end within kube-scheduler's extender httpTimeout (120 s in the chart).
+        if !(1..=MAX_BARRIER_SECS).contains(&barrier) {
+            anyhow::bail!(
+                "barrierTimeoutSeconds must be between 1 and {MAX_BARRIER_SECS} (bind calls must finish within kube-scheduler's extender httpTimeout, 120s in the chart), got {barrier}"
+            );
+        }
+        let reserve_after = flags
+            .reserve_after_seconds
+            .or(file.reserve_after_seconds)
+            .unwrap_or(defaults.reserve_after_secs);
+        if reserve_after > MAX_RESERVE_AFTER_SECS {
+            anyhow::bail!(
+                "reserveAfterSeconds must be at most {MAX_RESERVE_AFTER_SECS} (30 days), got {reserve_after}"
+            );
+        }
+        let max_reservations = flags
+            .max_reservations
+            .or(file.max_reservations)
+            .unwrap_or(defaults.max_reservations);
+        if max_reservations > MAX_RESERVATIONS {
+            anyhow::bail!(
+                "maxReservations must be at most {MAX_RESERVATIONS} (each idles the nodes it holds), got {max_reservations}"
+            );
         }
         Ok(Config {
             listen: flags
@@ -110,14 +136,8 @@ impl Config {
             kubeconfig: flags.kubeconfig,
             barrier_timeout: Duration::from_secs(barrier),
             planner: muster_core::PlannerConfig {
-                reserve_after_secs: flags
-                    .reserve_after_seconds
-                    .or(file.reserve_after_seconds)
-                    .unwrap_or(defaults.reserve_after_secs),
-                max_reservations: flags
-                    .max_reservations
-                    .or(file.max_reservations)
-                    .unwrap_or(defaults.max_reservations),
+                reserve_after_secs: reserve_after,
+                max_reservations,
                 preemption: flags.preemption.or(file.preemption).unwrap_or(true),
                 ..defaults
             },
@@ -168,8 +188,14 @@ mod tests {
             err.to_string().contains("unknown field `barierTimeout`"),
             "{err}"
         );
-        let err = Config::resolve(Flags::parse_from(["x", "--barrier-timeout-seconds", "0"]))
-            .unwrap_err();
-        assert!(err.to_string().contains("at least 1"), "{err}");
+        for (flag, value, needle) in [
+            ("--barrier-timeout-seconds", "0", "between 1 and 90"),
+            ("--barrier-timeout-seconds", "121", "httpTimeout"),
+            ("--reserve-after-seconds", "99999999999", "at most"),
+            ("--max-reservations", "100000", "at most 1024"),
+        ] {
+            let err = Config::resolve(Flags::parse_from(["x", flag, value])).unwrap_err();
+            assert!(err.to_string().contains(needle), "{flag} {value}: {err}");
+        }
     }
 }

@@ -197,8 +197,17 @@ pub struct PlacedPod {
 pub struct PodRequest {
     pub id: PodId,
     pub resources: Resources,
+    /// Requirements every node must meet (nodeSelector, and node exclusions).
     pub selector: Vec<LabelRequirement>,
+    /// Required node affinity: the node must meet every requirement of at least one term
+    /// (`nodeSelectorTerms` are ORed). Empty: no terms.
+    #[serde(default)]
+    pub node_terms: Vec<Vec<LabelRequirement>>,
     pub tolerations: Vec<Toleration>,
+    /// At most one member of this shape per node: the pod's required anti-affinity against
+    /// its own gang's pods on `kubernetes.io/hostname` (one worker per node).
+    #[serde(default)]
+    pub one_per_node: bool,
 }
 
 /// A gang waiting to be placed: all of `min_member` (counting members already placed) or nothing.
@@ -257,13 +266,25 @@ impl NodeInfo {
 }
 
 impl PodRequest {
+    /// Whether a node named `name` with `labels` meets the selector and one of the terms.
+    pub fn node_matches(&self, name: &str, labels: &[(String, String)]) -> bool {
+        self.selector.iter().all(|r| r.matches_node(name, labels))
+            && (self.node_terms.is_empty()
+                || self
+                    .node_terms
+                    .iter()
+                    .any(|t| t.iter().all(|r| r.matches_node(name, labels))))
+    }
+
     /// A member asking `gpus` GPUs with modest CPU and memory, no constraints.
     pub fn gpus(id: impl Into<String>, gpus: u32) -> PodRequest {
         PodRequest {
             id: PodId(id.into()),
             resources: Resources::new(4_000, 16 << 30, gpus),
             selector: Vec::new(),
+            node_terms: Vec::new(),
             tolerations: Vec::new(),
+            one_per_node: false,
         }
     }
 }

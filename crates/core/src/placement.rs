@@ -54,7 +54,11 @@ pub(crate) struct Shortfall {
     pub matching_gpus_total: u64,
 }
 
-pub(crate) type StaticKey = (Vec<LabelRequirement>, Vec<Toleration>);
+pub(crate) type StaticKey = (
+    Vec<LabelRequirement>,
+    Vec<Vec<LabelRequirement>>,
+    Vec<Toleration>,
+);
 
 /// A planning cycle's scratch state over a [`Cluster`].
 pub(crate) struct Work<'c> {
@@ -85,12 +89,13 @@ impl<'c> Work<'c> {
         }
     }
 
-    pub fn static_fit(
-        &self,
-        selector: &[LabelRequirement],
-        tolerations: &[Toleration],
-    ) -> Arc<StaticFit> {
-        let key = (selector.to_vec(), tolerations.to_vec());
+    pub fn static_fit(&self, req: &PodRequest) -> Arc<StaticFit> {
+        let key = (
+            req.selector.clone(),
+            req.node_terms.clone(),
+            req.tolerations.clone(),
+        );
+        let tolerations = &req.tolerations;
         if let Some(f) = self
             .cluster
             .static_fits
@@ -108,10 +113,7 @@ impl<'c> Work<'c> {
             let info = &slot.info;
             if !info.schedulable {
                 fit.unschedulable += 1;
-            } else if !selector
-                .iter()
-                .all(|r| r.matches_node(&info.name, &info.labels))
-            {
+            } else if !req.node_matches(&info.name, &info.labels) {
                 fit.selector += 1;
             } else if !info.taints.iter().all(|t| {
                 t.effect == TaintEffect::PreferNoSchedule
@@ -145,10 +147,7 @@ impl<'c> Work<'c> {
         // Biggest members first: they are the hardest to fit; among equals, the ones with
         // fewest eligible nodes (a member excluded from some nodes must get one of the rest).
         shapes.sort_by_cached_key(|s| {
-            let eligible = self
-                .static_fit(&s[0].selector, &s[0].tolerations)
-                .nodes
-                .len();
+            let eligible = self.static_fit(s[0]).nodes.len();
             (
                 std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)),
                 eligible,
@@ -185,7 +184,7 @@ impl<'c> Work<'c> {
         let first = shape[0];
         let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
-        let fit = self.static_fit(&first.selector, &first.tolerations);
+        let fit = self.static_fit(first);
         let mut cands: Vec<Cand> = Vec::new();
         let mut total = 0u32;
         let mut reserved_skipped = 0;
@@ -196,8 +195,15 @@ impl<'c> Work<'c> {
                 reserved_skipped += 1;
                 continue;
             }
+            if first.one_per_node
+                && out
+                    .iter()
+                    .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
+            {
+                continue;
+            }
             let free = &self.free[i as usize];
-            let cap = if want == 1 {
+            let cap = if want == 1 || first.one_per_node {
                 u32::from(free.capacity_for(&res) > 0)
             } else {
                 free.capacity_for(&res).min(want)
@@ -415,5 +421,9 @@ pub(crate) fn dominant_shape<'a>(members: &[&'a PodRequest]) -> Option<(&'a PodR
 }
 
 fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
-    a.resources == b.resources && a.selector == b.selector && a.tolerations == b.tolerations
+    a.resources == b.resources
+        && a.selector == b.selector
+        && a.node_terms == b.node_terms
+        && a.tolerations == b.tolerations
+        && a.one_per_node == b.one_per_node
 }

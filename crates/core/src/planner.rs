@@ -254,7 +254,7 @@ impl Work<'_> {
             return Vec::new();
         };
         let res = big.resources;
-        let fit = self.static_fit(&big.selector, &big.tolerations);
+        let fit = self.static_fit(big);
         // (members that fit now, free GPUs now, members once empty, node): a node that cannot
         // take a member yet is still closer the more of its GPUs are already free.
         let mut cands: Vec<(u32, u32, u32, u32)> = fit

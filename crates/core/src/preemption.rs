@@ -37,7 +37,7 @@ pub(crate) fn search(
     let cluster = work.cluster;
     let mut relevant = vec![false; work.free.len()];
     for m in members {
-        for &i in &work.static_fit(&m.selector, &m.tolerations).nodes {
+        for &i in &work.static_fit(m).nodes {
             relevant[i as usize] = true;
         }
     }

@@ -460,3 +460,51 @@ fn a_constrained_member_is_placed_before_its_peers() {
         .unwrap();
     assert_eq!(a.node, "n2");
 }
+
+/// One worker per node (required anti-affinity among the gang's own pods): 4 one-GPU
+/// members take 4 nodes, not one; with 3 nodes the gang waits.
+#[test]
+fn one_per_node_members_spread_over_nodes() {
+    let c = cluster("dgx-a100", 4);
+    let mut g = Gang::uniform("ml", "spread", 4, 1, 0, 0);
+    for p in &mut g.pending {
+        p.one_per_node = true;
+    }
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    let used: HashSet<&str> = plan
+        .placement_for(&g.key)
+        .unwrap()
+        .assignments
+        .iter()
+        .map(|a| a.node.as_str())
+        .collect();
+    assert_eq!(used.len(), 4);
+
+    let small = cluster("dgx-a100", 3);
+    assert!(small.plan(std::slice::from_ref(&g), 0, &cfg()).placements.is_empty());
+}
+
+/// nodeSelectorTerms are ORed: a pod may go to a node matching any term.
+#[test]
+fn node_terms_are_ored() {
+    let mut ns = nodes("dgx-a100", 3);
+    ns[0].labels.push(("zone".into(), "a".into()));
+    ns[2].labels.push(("zone".into(), "c".into()));
+    let c = Cluster::new(ns).unwrap();
+    let mut g = Gang::uniform("ml", "terms", 2, 8, 0, 0);
+    for p in &mut g.pending {
+        p.node_terms = vec![
+            vec![LabelRequirement::equals("zone", "a")],
+            vec![LabelRequirement::equals("zone", "c")],
+        ];
+    }
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    let used: HashSet<&str> = plan
+        .placement_for(&g.key)
+        .unwrap()
+        .assignments
+        .iter()
+        .map(|a| a.node.as_str())
+        .collect();
+    assert_eq!(used, HashSet::from(["n0", "n2"]));
+}

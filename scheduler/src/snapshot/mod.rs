@@ -1,5 +1,6 @@
 //! From the cache to the core: nodes, placed pods and pending gangs at one instant.
 
+mod affinity;
 mod gangs;
 mod nodes;
 mod pods;

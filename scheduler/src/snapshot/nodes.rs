@@ -20,7 +20,13 @@ pub(crate) fn cached_node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
             .gpu_nodes
             .get(&ObjectRef::new(name))
             .map(|g| version(g.metadata.resource_version.as_ref()))
-            .unwrap_or_default(),
+            .unwrap_or_else(|| {
+                if cache.gpu_nodes_listed() {
+                    String::new()
+                } else {
+                    "unlisted".into()
+                }
+            }),
     );
     let mut memo = cache.node_infos.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, info)) = memo.get(name)
@@ -80,12 +86,18 @@ pub(super) fn node_info(cache: &Cache, node: &Node) -> Option<NodeInfo> {
                 .collect()
         })
         .unwrap_or_default();
-    let gpu_count = u32::try_from(get(names::GPU_RESOURCE, 1.0)).unwrap_or(0);
+    let mut gpu_count = u32::try_from(get(names::GPU_RESOURCE, 1.0)).unwrap_or(0);
     let (gpus, topology) = gpus_of(
         cache,
         &name,
         label(names::LABEL_TOPOLOGY_FIXTURE).as_deref(),
     );
+    // Until GpuNodes are listed, a node known by neither a GpuNode nor a fixture may have an
+    // agent whose GPU identities are not read yet: planning on it now would bind pods without
+    // GPU UUIDs. It takes no GPU pods until the list arrives.
+    if gpus.is_empty() && !cache.gpu_nodes_listed() {
+        gpu_count = 0;
+    }
     Some(NodeInfo {
         allocatable: Resources {
             cpu_millis: get("cpu", 1000.0),
@@ -143,5 +155,47 @@ pub(super) fn effect(e: &str) -> Option<TaintEffect> {
         "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
         "NoExecute" => Some(TaintEffect::NoExecute),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cache::{Cache, CacheObjects};
+    use crate::snapshot;
+
+    fn gpu_node(name: &str, labels: serde_json::Value) -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels, "resourceVersion": "1"},
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8"},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Before GpuNodes are listed, a node known by no GpuNode and no fixture takes no GPU
+    /// pods (its UUIDs are not known); a fixture node does; once listed, both do.
+    #[test]
+    fn anonymous_gpus_are_not_planned_before_gpu_nodes_are_listed() {
+        let objects = || CacheObjects {
+            nodes: vec![
+                gpu_node("anon", serde_json::json!({})),
+                gpu_node(
+                    "fixture",
+                    serde_json::json!({muster_api::names::LABEL_TOPOLOGY_FIXTURE: "dgx-a100"}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let gpus = |cache: &Cache, node: &str| {
+            let snap = snapshot::build(cache, &Default::default(), 0);
+            snap.cluster.node(node).map(|n| n.allocatable.gpus)
+        };
+        let starting = Cache::from_objects(objects()).with_gpu_nodes_unlisted();
+        assert_eq!(gpus(&starting, "anon"), Some(0));
+        assert_eq!(gpus(&starting, "fixture"), Some(8));
+        let listed = Cache::from_objects(objects());
+        assert_eq!(gpus(&listed, "anon"), Some(8));
     }
 }

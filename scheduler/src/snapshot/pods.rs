@@ -38,7 +38,9 @@ pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
             id: PodId(uid),
             resources: requests.unwrap_or_default(),
             selector: selector(pod),
+            node_terms: super::affinity::node_terms(pod),
             tolerations: tolerations(pod),
+            one_per_node: super::affinity::one_per_node(pod),
         },
         priority: spec.and_then(|s| s.priority).unwrap_or(0),
         can_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
@@ -105,41 +107,15 @@ pub(super) fn forget_deleted<V>(
     }
 }
 
+/// `nodeSelector` as requirements every node must meet.
 pub(super) fn selector(pod: &Pod) -> Vec<LabelRequirement> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    let mut out: Vec<LabelRequirement> = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .map(|(k, v)| LabelRequirement::equals(k.clone(), v.clone()))
-        .collect();
-    // Required node affinity: the first term (terms are ORed; one term covers the usual case).
-    let term = spec
-        .affinity
+    pod.spec
         .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .and_then(|r| r.node_selector_terms.first());
-    for e in term
-        .and_then(|t| t.match_expressions.as_ref())
+        .and_then(|s| s.node_selector.as_ref())
         .into_iter()
         .flatten()
-    {
-        let values = e.values.clone().unwrap_or_default();
-        out.push(match e.operator.as_str() {
-            "In" => LabelRequirement::In(e.key.clone(), values),
-            "NotIn" => LabelRequirement::NotIn(e.key.clone(), values),
-            "Exists" => LabelRequirement::Exists(e.key.clone()),
-            "DoesNotExist" => LabelRequirement::DoesNotExist(e.key.clone()),
-            _ => continue,
-        });
-    }
-    out
+        .map(|(k, v)| LabelRequirement::equals(k.clone(), v.clone()))
+        .collect()
 }
 
 pub(crate) fn tolerations(pod: &Pod) -> Vec<Toleration> {

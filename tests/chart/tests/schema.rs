@@ -41,6 +41,18 @@ fn bad_values_fail_with_a_clear_message() {
             &["/scheduler/extender/barrierTimeoutSeconds", "minimum"],
         ),
         (
+            &["scheduler.extender.barrierTimeoutSeconds=115"],
+            &["/scheduler/extender/barrierTimeoutSeconds", "maximum"],
+        ),
+        // Two replicas without leader election would both decide.
+        (
+            &[
+                "scheduler.replicas=2",
+                "scheduler.leaderElection.enabled=false",
+            ],
+            &["/scheduler/leaderElection/enabled"],
+        ),
+        (
             &["scheduler.extender.preemption=maybe"],
             &["/scheduler/extender/preemption", "boolean"],
         ),

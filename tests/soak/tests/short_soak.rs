@@ -21,6 +21,8 @@ async fn short_soak_finds_no_violation() {
     // beyond what placing a fitting gang takes (seconds).
     config.stuck = Duration::from_secs(60);
     config.fit_sustain = Duration::from_secs(30);
+    // A prebuilt extender (e.g. a release build); default: `cargo build -p muster-scheduler`.
+    config.extender_bin = std::env::var_os("MUSTER_SOAK_EXTENDER_BIN").map(Into::into);
     let summary = muster_soak::run(config).await.expect("the soak ran");
     let text = summary.render();
     println!("{text}");

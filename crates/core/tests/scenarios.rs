@@ -481,7 +481,12 @@ fn one_per_node_members_spread_over_nodes() {
     assert_eq!(used.len(), 4);
 
     let small = cluster("dgx-a100", 3);
-    assert!(small.plan(std::slice::from_ref(&g), 0, &cfg()).placements.is_empty());
+    assert!(
+        small
+            .plan(std::slice::from_ref(&g), 0, &cfg())
+            .placements
+            .is_empty()
+    );
 }
 
 /// nodeSelectorTerms are ORed: a pod may go to a node matching any term.
@@ -507,4 +512,15 @@ fn node_terms_are_ored() {
         .map(|a| a.node.as_str())
         .collect();
     assert_eq!(used, HashSet::from(["n0", "n2"]));
+}
+
+/// A gang of 10,000 members on 16 nodes: it waits with a reason, without panicking.
+#[test]
+fn a_gang_of_ten_thousand_waits_with_a_reason() {
+    let c = cluster("dgx-a100", 16);
+    let g = Gang::uniform("ml", "huge", 10_000, 1, 0, 0);
+    let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
+    assert!(plan.placements.is_empty());
+    let w = plan.waiting_for(&g.key).expect("waits");
+    assert!(w.message.contains("10000"), "{}", w.message);
 }

@@ -93,6 +93,8 @@ pub(super) fn updates(
     now: u64,
 ) -> Vec<StatusUpdate> {
     let mut out = Vec::new();
+    // Gangs whose pods are all gone are forgotten (the map would otherwise grow forever).
+    reported.retain(|key, _| snap.gangs.contains_key(key));
     for (key, info) in &snap.gangs {
         let GangSource::Muster(name) = &info.source else {
             continue;

@@ -408,3 +408,16 @@ pub async fn wait_for_condition(api: &Api<Pod>, name: &str, want: &str) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// This machine's hostname: kube-scheduler's leader identity is `<hostname>_<uuid>`.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
+}

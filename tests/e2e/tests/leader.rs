@@ -133,15 +133,7 @@ async fn follow_mode_leads_exactly_while_this_hosts_kube_scheduler_holds_the_lea
     wait_leader(&ext, 0.0, "no lease yet").await;
 
     // The extender's hostname is kube-scheduler's identity prefix (`<hostname>_<uuid>`).
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap();
+    let host = hostname();
     let lease = Lease {
         metadata: ObjectMeta {
             name: Some("kube-sched".into()),

@@ -61,6 +61,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Fail now rather than after the run when the summary cannot be written.
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!(
+            "muster-soak: --out {}: cannot create {}: {e}",
+            args.out.display(),
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
     let mut config = SoakConfig::new(args.nodes, args.duration, args.seed);
     config.fixture = args.fixture;
     config.extender_bin = args.extender_bin;

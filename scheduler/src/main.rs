@@ -49,7 +49,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "muster".into())
 }
 
-async fn client(config: &Config) -> anyhow::Result<kube::Client> {
+/// A client for the API server. `client_retries` lets kube-rs retry 429/503/504 on its own;
+/// the client that binds and evicts turns that off, because Muster decides there: a 429 from
+/// the eviction API is a PodDisruptionBudget's answer, not throttling, and release retries
+/// within its own bound.
+async fn client(config: &Config, client_retries: bool) -> anyhow::Result<kube::Client> {
     let kc = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -63,6 +67,7 @@ async fn client(config: &Config) -> anyhow::Result<kube::Client> {
             .map_err(|e| anyhow::anyhow!("finding the API server: {e}"))?,
     };
     let mut kc = kc;
+    kc.default_retry = client_retries;
     // Binding whole gangs at once needs more than client-go's default 5 QPS-style trickle.
     kc.read_timeout = Some(Duration::from_secs(60));
     kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("building Kubernetes client: {e}"))
@@ -70,7 +75,8 @@ async fn client(config: &Config) -> anyhow::Result<kube::Client> {
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let config = Config::resolve(flags)?;
-    let client = client(&config).await?;
+    let decisions = client(&config, false).await?;
+    let client = client(&config, true).await?;
     let metrics = Metrics::new().map_err(|e| anyhow::anyhow!("registering metrics: {e}"))?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -82,6 +88,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let engine = Engine::new(
         cache,
         client.clone(),
+        decisions,
         EngineConfig {
             planner: config.planner.clone(),
             barrier_timeout: config.barrier_timeout,

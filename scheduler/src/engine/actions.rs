@@ -24,6 +24,7 @@ pub(super) async fn evict(
     for (ns, name, gang) in victims {
         by_gang.entry(gang).or_default().push((ns, name));
     }
+    tracing::debug!(preemptor = %preemptor, gangs = by_gang.len(), "evicting victim gangs");
     for (gang, pods) in by_gang {
         if !leading() {
             tracing::info!(victim = %gang, "not the leader any more: preemption abandoned");
@@ -39,7 +40,9 @@ pub(super) async fn evict(
         let mut refused = None;
         for (ns, name) in &pods {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            match api.evict(name, &dry).await {
+            let checked = api.evict(name, &dry).await;
+            tracing::debug!(victim = %gang, pod = %name, ok = checked.is_ok(), "eviction validated");
+            match checked {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {

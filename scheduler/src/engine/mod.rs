@@ -141,6 +141,8 @@ const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 pub struct Engine {
     cache: Cache,
     client: Client,
+    /// Binds and evicts: no client-side retries (see `release` and `actions::evict`).
+    decisions: Client,
     config: EngineConfig,
     pub metrics: Metrics,
     state: Mutex<State>,
@@ -155,6 +157,7 @@ impl Engine {
     pub fn new(
         cache: Cache,
         client: Client,
+        decisions: Client,
         config: EngineConfig,
         metrics: Metrics,
     ) -> Arc<Engine> {
@@ -162,6 +165,7 @@ impl Engine {
             reporter: status::Reporter::new(client.clone()),
             cache,
             client,
+            decisions,
             config,
             metrics,
             state: Mutex::new(State::default()),

@@ -310,7 +310,7 @@ impl Engine {
             if !victims.is_empty() {
                 let leader = self.leader.get().cloned();
                 tokio::spawn(actions::evict(
-                    self.client.clone(),
+                    self.decisions.clone(),
                     p.gang.clone(),
                     victims,
                     self.metrics.clone(),

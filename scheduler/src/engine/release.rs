@@ -181,7 +181,7 @@ impl Engine {
             return Outcome::NotLeader;
         }
         let checks = slots.iter().map(|(uid, slot)| async move {
-            (uid, slot, bind_one(&self.client, uid, slot, true).await)
+            (uid, slot, bind_one(&self.decisions, uid, slot, true).await)
         });
         for (uid, slot, result) in futures::future::join_all(checks).await {
             if let Err(reason) = result {
@@ -210,7 +210,7 @@ impl Engine {
             return Outcome::NotLeader;
         }
         let binds = slots.iter().map(|(uid, slot)| async move {
-            (uid, slot, bind_one(&self.client, uid, slot, false).await)
+            (uid, slot, bind_one(&self.decisions, uid, slot, false).await)
         });
         let results = futures::future::join_all(binds).await;
         let failed: Vec<String> = results
@@ -233,7 +233,7 @@ impl Engine {
         tracing::warn!(%gang, error = %reason, "gang bound part-way; rolling back its bound members");
         self.metrics.rollbacks.inc();
         for (uid, slot, _) in results.iter().filter(|(_, _, r)| r.is_ok()) {
-            if let Err(e) = roll_back(&self.client, uid, slot).await {
+            if let Err(e) = roll_back(&self.decisions, uid, slot).await {
                 tracing::error!(%gang, pod = %slot.name, error = %e, "rolling back a bound member failed");
             }
             self.reporter

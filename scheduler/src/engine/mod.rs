@@ -83,10 +83,6 @@ struct State {
     /// Nodes a pod may not be planned on for a while, by pod UID: kube-scheduler's own
     /// filters refused them, or admission refused the pod's Binding there.
     excluded: HashMap<String, Exclusion>,
-    /// The first time kube-scheduler left a pod's planned node out of its candidates, by pod
-    /// UID: one refusal may be its cache lagging a pod that just left the node, a second
-    /// (its retry, a backoff later) is taken as a refusal.
-    refusals: HashMap<String, (String, Instant)>,
 }
 
 struct Exclusion {
@@ -97,9 +93,6 @@ struct Exclusion {
 /// How long a node refused for a pod stays excluded for it (kube-scheduler's view may have
 /// been briefly behind, e.g. a pod still terminating there).
 const EXCLUDE_FOR: Duration = Duration::from_secs(30);
-
-/// A second refusal of the same planned node at least this long after the first counts.
-const REFUSAL_CONFIRM: Duration = Duration::from_millis(800);
 
 /// The answer for a member beyond the minimum while the minimum waits at its barrier.
 const EXTRA_WAITS: &str = "this gang's minimum is planned and waiting at the bind barrier; members beyond it are planned once it is bound";
@@ -334,8 +327,6 @@ impl Engine {
         let now = Instant::now();
         st.last_expire = Some(now);
         st.excluded.retain(|_, e| e.until > now);
-        st.refusals
-            .retain(|_, (_, first)| now.duration_since(*first) < EXCLUDE_FOR);
         let timeout = self.config.barrier_timeout;
         let timing = Timing {
             barrier: timeout,
@@ -407,16 +398,6 @@ impl Engine {
         if st.plans.get(&gang).is_none_or(|p| p.released) {
             return;
         }
-        let now = Instant::now();
-        match st.refusals.get(uid) {
-            Some((n, first)) if n == node && now.duration_since(*first) >= REFUSAL_CONFIRM => {}
-            Some((n, _)) if n == node => return,
-            _ => {
-                st.refusals.insert(uid.to_string(), (node.to_string(), now));
-                return;
-            }
-        }
-        st.refusals.remove(uid);
         self.exclude(&mut st, uid, node);
         let reason = format!(
             "kube-scheduler's filters refused planned node {node} for pod {uid}; re-planning the gang without it"

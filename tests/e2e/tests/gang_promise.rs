@@ -13,30 +13,6 @@ use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// A member whose claim does not exist yet: Muster plans it, kube-scheduler cannot place it,
-/// so the rest of its gang waits at the bind barrier until the claim appears.
-fn held_by_claim(mut pod: Pod, claim: &str) -> Pod {
-    pod.spec.as_mut().unwrap().volumes = Some(vec![
-        serde_json::from_value(
-            json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}),
-        )
-        .unwrap(),
-    ]);
-    pod
-}
-
-async fn wait_at_barrier(ext: &Extender, n: f64) {
-    let started = Instant::now();
-    while ext.metric("muster_bind_barrier_waiting_pods").await < n {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "members never reached the barrier: {}",
-            ext.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn live(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && !matches!(
@@ -72,10 +48,7 @@ async fn an_extra_member_waits_for_the_minimum() {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
     let client = cluster.client();
     namespace(&client, "ml").await;
-    let mut pods = gang("lx", 4, 4, Gang::Annotation("lx", "4"), None);
-    pods[3] = held_by_claim(pods[3].clone(), "hold");
-    create_pods(&client, "ml", pods).await;
-    wait_at_barrier(&ext, 3.0).await;
+    gang_at_barrier(&client, &ext, "ml", "lx", 4).await;
 
     create_pods(
         &client,
@@ -277,10 +250,7 @@ async fn a_node_deleted_at_the_barrier_replans_the_gang_whole() {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
     let client = cluster.client();
     namespace(&client, "ml").await;
-    let mut pods = gang("nd", 4, 8, Gang::Annotation("nd", "4"), None);
-    pods[3] = held_by_claim(pods[3].clone(), "hold");
-    create_pods(&client, "ml", pods).await;
-    wait_at_barrier(&ext, 3.0).await;
+    gang_at_barrier(&client, &ext, "ml", "nd", 8).await;
 
     // Each member needs a whole node: the four planned nodes are all the nodes there were.
     let nodes: Api<Node> = Api::all(client.clone());
@@ -381,10 +351,7 @@ async fn an_api_server_restart_at_the_barrier_leaves_no_partial_gang() {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
     let client = cluster.client();
     namespace(&client, "ml").await;
-    let mut pods = gang("ar", 4, 8, Gang::Annotation("ar", "4"), None);
-    pods[3] = held_by_claim(pods[3].clone(), "hold");
-    create_pods(&client, "ml", pods).await;
-    wait_at_barrier(&ext, 3.0).await;
+    gang_at_barrier(&client, &ext, "ml", "ar", 8).await;
 
     cluster
         .restart_component(muster_testcluster::Component::ApiServer)

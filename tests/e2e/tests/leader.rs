@@ -7,11 +7,10 @@
 
 mod muster;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use muster::*;
 use muster_testcluster::NodeSpec;
 use std::time::{Duration, Instant};
@@ -134,18 +133,7 @@ async fn follow_mode_leads_exactly_while_this_hosts_kube_scheduler_holds_the_lea
 
     // The extender's hostname is kube-scheduler's identity prefix (`<hostname>_<uuid>`).
     let host = hostname();
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("kube-sched".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(format!("{host}_6b0f1c1e")),
-            lease_duration_seconds: Some(3600),
-            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-            ..Default::default()
-        }),
-    };
+    let lease = lease_held_by("kube-sched", &format!("{host}_6b0f1c1e"));
     leases.create(&PostParams::default(), &lease).await.unwrap();
     wait_leader(&ext, 1.0, "own kube-scheduler leads").await;
 

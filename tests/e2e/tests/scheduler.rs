@@ -244,23 +244,7 @@ async fn extender_restart_mid_barrier_leaves_no_partial_gang() {
     // The fourth member mounts a claim that does not exist yet: Muster plans it (volumes are
     // kube-scheduler's business), kube-scheduler cannot place it, so the other three reach
     // the barrier and wait there.
-    let mut pods = gang("r", 4, 8, Gang::Annotation("r", "4"), None);
-    pods[3].spec.as_mut().unwrap().volumes = Some(vec![
-        serde_json::from_value(
-            json!({"name": "data", "persistentVolumeClaim": {"claimName": "hold"}}),
-        )
-        .unwrap(),
-    ]);
-    create_pods(&client, "ml", pods).await;
-    let started = std::time::Instant::now();
-    while ext.metric("muster_bind_barrier_waiting_pods").await < 3.0 {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "members never reached the barrier: {}",
-            ext.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gang_at_barrier(&client, &ext, "ml", "r", 8).await;
     assert_eq!(
         bound_count(&pods_with_prefix(&client, "ml", "r-").await),
         0,

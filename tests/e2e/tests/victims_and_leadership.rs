@@ -4,11 +4,10 @@
 
 mod muster;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use muster::*;
 use muster_testcluster::NodeSpec;
 use serde_json::json;
@@ -172,18 +171,7 @@ async fn leadership_lost_at_the_barrier_binds_nothing_until_regained() {
     let client = cluster.client();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     let own = format!("{}_6b0f1c1e", hostname());
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("kube-sched".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(own.clone()),
-            lease_duration_seconds: Some(3600),
-            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-            ..Default::default()
-        }),
-    };
+    let lease = lease_held_by("kube-sched", &own);
     leases.create(&PostParams::default(), &lease).await.unwrap();
     let lead = |want: f64| {
         let ext = &ext;
@@ -197,19 +185,7 @@ async fn leadership_lost_at_the_barrier_binds_nothing_until_regained() {
     };
     lead(1.0).await;
 
-    let mut pods = gang("ld", 4, 8, Gang::Annotation("ld", "4"), None);
-    pods[3].spec.as_mut().unwrap().volumes = Some(vec![
-        serde_json::from_value(
-            json!({"name": "data", "persistentVolumeClaim": {"claimName": "hold"}}),
-        )
-        .unwrap(),
-    ]);
-    create_pods(&client, "default", pods).await;
-    let started = Instant::now();
-    while ext.metric("muster_bind_barrier_waiting_pods").await < 3.0 {
-        assert!(started.elapsed() < DEADLINE, "{}", ext.log_tail());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gang_at_barrier(&client, &ext, "default", "ld", 8).await;
 
     let set_holder = |holder: String| {
         let leases = leases.clone();

@@ -421,3 +421,57 @@ pub fn hostname() -> String {
         })
         .unwrap_or_default()
 }
+
+/// A Lease named `name` held by `holder` for an hour (kube-scheduler's, for follow mode).
+pub fn lease_held_by(name: &str, holder: &str) -> k8s_openapi::api::coordination::v1::Lease {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(3600),
+            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A member whose claim does not exist yet: Muster plans it, kube-scheduler cannot place it,
+/// so the rest of its gang waits at the bind barrier until the claim appears.
+pub fn held_by_claim(mut pod: Pod, claim: &str) -> Pod {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = Some(vec![
+            serde_json::from_value(
+                json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}),
+            )
+            .expect("volume json"),
+        ]);
+    }
+    pod
+}
+
+/// Waits until `n` bind calls wait at the extender's barrier.
+pub async fn wait_at_barrier(ext: &Extender, n: f64) {
+    let started = Instant::now();
+    while ext.metric("muster_bind_barrier_waiting_pods").await < n {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "members never reached the barrier: {}",
+            ext.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A gang of four `gpus`-GPU members (annotation gang `prefix`, minimum 4) whose last member
+/// waits for claim `hold`: returns once the other three wait at the barrier.
+pub async fn gang_at_barrier(client: &Client, ext: &Extender, ns: &str, prefix: &str, gpus: u32) {
+    let mut pods = gang(prefix, 4, gpus, Gang::Annotation(prefix, "4"), None);
+    pods[3] = held_by_claim(pods[3].clone(), "hold");
+    create_pods(client, ns, pods).await;
+    wait_at_barrier(ext, 3.0).await;
+}

@@ -302,6 +302,10 @@ impl Watches {
             let mut failing = false;
             while let Some(event) = stream.next().await {
                 match event {
+                    // A relist starts with `Init` even when the list then fails (an absent
+                    // CRD): it changes nothing yet, so it neither ends a failing streak nor
+                    // wakes the planner.
+                    Ok(event @ watcher::Event::Init) => observe(&event),
                     Ok(event) => {
                         observe(&event);
                         failing = false;

@@ -243,10 +243,16 @@ async fn a_binding_refused_by_admission_binds_nobody() {
     .await;
 }
 
-/// Case 3/4: a planned node is deleted while its gang waits at the barrier: the plan is
-/// dropped and the gang binds whole elsewhere, never on the deleted node.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_node_deleted_at_the_barrier_replans_the_gang_whole() {
+/// What happens to one of a waiting gang's planned nodes.
+#[derive(Clone, Copy, Debug)]
+enum NodeChange {
+    Deleted,
+    Cordoned,
+}
+
+/// A planned node is deleted or cordoned while its gang waits at the barrier: the plan is
+/// dropped and the gang binds whole elsewhere, never on that node.
+async fn planned_node_changes_at_the_barrier(change: NodeChange) {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &[]).await;
     let client = cluster.client();
     namespace(&client, "ml").await;
@@ -270,8 +276,22 @@ async fn a_node_deleted_at_the_barrier_replans_the_gang_whole() {
         })
         .await
         .unwrap();
-    let gone = names[0].clone();
-    nodes.delete(&gone, &DeleteParams::default()).await.unwrap();
+    let changed = names[0].clone();
+    match change {
+        NodeChange::Deleted => {
+            nodes
+                .delete(&changed, &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        NodeChange::Cordoned => {
+            let patch = json!({"spec": {"unschedulable": true}});
+            nodes
+                .patch(&changed, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    }
 
     create_bound_claim(&client, "ml", "hold").await;
     let pods = wait_pods(&client, "ml", "nd-", "gang bound whole", |p| {
@@ -280,10 +300,22 @@ async fn a_node_deleted_at_the_barrier_replans_the_gang_whole() {
     .await;
     let used: HashSet<String> = pods.iter().filter_map(node_of).collect();
     assert!(
-        !used.contains(&gone),
-        "a member was bound to the deleted node {gone}: {used:?}"
+        !used.contains(&changed),
+        "a member was bound to the {change:?} node {changed}: {used:?}"
     );
     assert_eq!(used.len(), 4, "one member per node: {used:?}");
+}
+
+/// Cases 3/4: a planned node deleted at the barrier.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_deleted_at_the_barrier_replans_the_gang_whole() {
+    planned_node_changes_at_the_barrier(NodeChange::Deleted).await;
+}
+
+/// Case 4: a planned node cordoned at the barrier.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cordoned_at_the_barrier_replans_the_gang_whole() {
+    planned_node_changes_at_the_barrier(NodeChange::Cordoned).await;
 }
 
 /// Case 5: kube-scheduler rejects the planned node for a reason Muster does not model

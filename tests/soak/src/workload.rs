@@ -380,13 +380,21 @@ fn job_object(gang: &Gang) -> Job {
             "template": {
                 "metadata": {
                     "labels": {"app": "muster-soak", "soak-gang": gang.name},
-                    "annotations": gang_annotations(gang),
+                    "annotations": job_pod_annotations(gang),
                 },
                 "spec": pod_spec(gang),
             }
         }
     });
     serde_json::from_value(value).unwrap_or_default()
+}
+
+/// kwok completes a Job's pods as soon as they run unless told to wait: without this the
+/// Job's members would succeed at once and never hold their GPUs together.
+fn job_pod_annotations(gang: &Gang) -> Value {
+    let mut a = gang_annotations(gang);
+    a["pod-complete.stage.kwok.x-k8s.io/delay"] = json!("1h");
+    a
 }
 
 #[cfg(test)]
@@ -434,5 +442,6 @@ mod tests {
         assert_eq!(job.parallelism, Some(4));
         let t = job.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(t["muster.dev/min-available"], "3");
+        assert_eq!(t["pod-complete.stage.kwok.x-k8s.io/delay"], "1h");
     }
 }

@@ -423,3 +423,46 @@ async fn an_api_server_restart_at_the_barrier_leaves_no_partial_gang() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Case 10: a pod whose requests do not add up (two containers asking 2^31 GPUs each) waits
+/// with a reason instead of wrapping to a small number or panicking the extender, and the
+/// gangs beside it are placed as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_requests_wait_with_a_reason_and_harm_nobody() {
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+    let absurd: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "absurd"},
+        "spec": {"schedulerName": "muster", "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {"name": "a", "image": "registry.example/train:1",
+                    "resources": {"limits": {"nvidia.com/gpu": "2147483648"}}},
+                {"name": "b", "image": "registry.example/train:1",
+                    "resources": {"limits": {"nvidia.com/gpu": "2147483648"}}}]}
+    }))
+    .unwrap();
+    create_pods(&client, "ml", vec![absurd]).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    // kube-scheduler's own filters refuse the pod, so only Muster's rounds read it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    create_pods(
+        &client,
+        "ml",
+        gang("fine", 2, 8, Gang::Annotation("fine", "2"), None),
+    )
+    .await;
+    wait_pods(&client, "ml", "fine-", "the gang beside it bound", |p| {
+        bound_count(p) == 2
+    })
+    .await;
+    assert!(node_of(&api.get("absurd").await.unwrap()).is_none());
+    for bad in ["panicked", "planning round failed"] {
+        assert!(
+            !ext.log_contains(bad),
+            "extender log has {bad:?}: {}",
+            ext.log_tail()
+        );
+    }
+}

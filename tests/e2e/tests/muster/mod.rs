@@ -146,6 +146,11 @@ impl Extender {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Whether the extender's whole log contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
+    }
+
     /// A metric's value from /metrics (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         let Ok((_, body)) = http(self.port, "GET", "/metrics", "").await else {

@@ -25,7 +25,7 @@ use crate::gang::gang_of;
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use lifecycle::{LivePlan, Slot};
+use lifecycle::{LivePlan, Slot, Transition};
 use muster_core::{Cluster, GangKey, PlannerConfig};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -290,19 +290,16 @@ impl Engine {
                 plan.arrived.insert(uid.to_string(), tx);
             }
             if !plan.released && plan.barrier_complete() {
-                plan.released = true;
-                let waiters = std::mem::take(&mut plan.arrived);
-                let slots: Vec<(String, Slot)> = waiters
-                    .keys()
-                    .filter_map(|u| Some((u.clone(), plan.pods.get(u)?.clone())))
-                    .collect();
-                plan.sent.extend(waiters.keys().cloned());
-                let waited = now_secs().saturating_sub(plan.created_at) as f64;
-                self.metrics
-                    .gang_wait
-                    .with_label_values(&[&plan.queue])
-                    .observe(waited);
-                tokio::spawn(self.clone().release(gang, slots, waiters, true));
+                // Judged now, not at the last throttled check: a node deleted a moment ago
+                // must not receive Bindings (the API server accepts them for any name).
+                let world = world::CacheWorld { cache: &self.cache };
+                let verdict = lifecycle::decide(&gang, plan, &world, Instant::now(), self.timing());
+                if let Transition::Drop { reason, timed_out } = verdict {
+                    let cause = if timed_out { "timeout" } else { "stale" };
+                    self.drop_plan(&mut st, &gang, &reason, cause);
+                } else {
+                    self.release_barrier(plan, gang);
+                }
             }
             rx
         };
@@ -313,6 +310,23 @@ impl Engine {
             Ok(Err(_)) => Err("gang barrier abandoned; the gang will be retried whole".into()),
             Err(_) => Err("gang barrier timed out; the gang will be retried whole".into()),
         }
+    }
+
+    /// Every required member is at the barrier: its Bindings go out (see `release`).
+    fn release_barrier(self: &Arc<Self>, plan: &mut LivePlan, gang: GangKey) {
+        plan.released = true;
+        let waiters = std::mem::take(&mut plan.arrived);
+        let slots: Vec<(String, Slot)> = waiters
+            .keys()
+            .filter_map(|u| Some((u.clone(), plan.pods.get(u)?.clone())))
+            .collect();
+        plan.sent.extend(waiters.keys().cloned());
+        let waited = now_secs().saturating_sub(plan.created_at) as f64;
+        self.metrics
+            .gang_wait
+            .with_label_values(&[&plan.queue])
+            .observe(waited);
+        tokio::spawn(self.clone().release(gang, slots, waiters, true));
     }
 
     /// Prioritize: the planned node scores 10, every other 0.

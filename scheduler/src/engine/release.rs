@@ -9,7 +9,7 @@
 
 use super::Engine;
 use super::lifecycle::{Slot, Waiter};
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use muster_api::names;
@@ -29,6 +29,10 @@ pub(super) enum Outcome {
     Refused {
         uid: String,
         node: String,
+        reason: String,
+    },
+    /// A planned node is gone or cordoned, as the API server says now: nothing was bound.
+    Stale {
         reason: String,
     },
     /// Bindings failed part-way: the bound members were deleted.
@@ -127,6 +131,29 @@ async fn bound_as_planned(pods: &Api<Pod>, uid: &str, slot: &Slot) -> bool {
     })
 }
 
+/// Every planned node exists and is not cordoned, as the API server says now.
+async fn nodes_still_there(client: &Client, slots: &[(String, Slot)]) -> Result<(), String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names: std::collections::BTreeSet<&str> =
+        slots.iter().map(|(_, s)| s.node.as_str()).collect();
+    let reads = names.into_iter().map(|name| {
+        let nodes = nodes.clone();
+        async move { (name, nodes.get_opt(name).await) }
+    });
+    for (name, read) in futures::future::join_all(reads).await {
+        match read {
+            Ok(Some(n)) if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) => {
+                return Err(format!("planned node {name} is cordoned"));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("planned node {name} was deleted")),
+            // Unknown is not gone: the Bindings' own errors decide.
+            Err(e) => tracing::debug!(node = name, error = %e, "reading planned node"),
+        }
+    }
+    Ok(())
+}
+
 /// Deletes a bound member so its controller recreates it, retrying transient failures.
 async fn roll_back(client: &Client, uid: &str, slot: &Slot) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &slot.namespace);
@@ -164,7 +191,9 @@ impl Engine {
         let outcome = self.bind_all(&gang, &slots, whole).await;
         let answer: Result<(), String> = match &outcome {
             Outcome::Bound => Ok(()),
-            Outcome::Refused { reason, .. } | Outcome::RolledBack { reason } => Err(format!(
+            Outcome::Refused { reason, .. }
+            | Outcome::Stale { reason }
+            | Outcome::RolledBack { reason } => Err(format!(
                 "gang {gang} not bound: {reason}; it will be retried whole"
             )),
             Outcome::ExtraFailed { reason, .. } => Err(reason.clone()),
@@ -204,6 +233,12 @@ impl Engine {
                     }
                 };
             }
+        }
+        // The cache may not have seen a node go a moment ago, and the API server accepts a
+        // Binding to any node name: ask it for each planned node.
+        if whole && let Err(reason) = nodes_still_there(&self.decisions, slots).await {
+            tracing::warn!(%gang, error = %reason, "planned node gone at release; nothing bound");
+            return Outcome::Stale { reason };
         }
         // Leadership may have moved while validating: the new leader decides from here.
         if !self.is_leader() {

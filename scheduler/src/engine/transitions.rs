@@ -11,6 +11,16 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 impl Engine {
+    pub(super) fn timing(&self) -> Timing {
+        let timeout = self.config.barrier_timeout;
+        Timing {
+            barrier: timeout,
+            unclaimed: timeout * UNCLAIMED_TIMEOUTS,
+            watch_grace: WATCH_GRACE,
+            released: timeout * RELEASED_TIMEOUTS,
+        }
+    }
+
     /// Applies each plan's lifecycle transition (see `lifecycle::decide`): drops plans whose
     /// barrier timed out or that went stale (nothing was bound), forgets released plans once
     /// the cache shows their pods bound.
@@ -21,13 +31,7 @@ impl Engine {
         let now = Instant::now();
         st.last_expire = Some(now);
         st.excluded.retain(|_, e| e.until > now);
-        let timeout = self.config.barrier_timeout;
-        let timing = Timing {
-            barrier: timeout,
-            unclaimed: timeout * UNCLAIMED_TIMEOUTS,
-            watch_grace: WATCH_GRACE,
-            released: timeout * RELEASED_TIMEOUTS,
-        };
+        let timing = self.timing();
         let world = world::CacheWorld { cache: &self.cache };
         let decided: Vec<(GangKey, Transition)> = st
             .plans
@@ -122,6 +126,7 @@ impl Engine {
                 self.drop_plan(&mut st, gang, &reason, "bind_refused");
             }
             Outcome::RolledBack { reason } => self.drop_plan(&mut st, gang, &reason, "rolled_back"),
+            Outcome::Stale { reason } => self.drop_plan(&mut st, gang, &reason, "stale"),
             Outcome::NotLeader => self.drop_plan(&mut st, gang, NOT_LEADER, "not_leader"),
             Outcome::ExtraFailed { uid, reason } => {
                 tracing::warn!(%gang, pod = uid, error = %reason, "member beyond the minimum not bound; re-planned later");

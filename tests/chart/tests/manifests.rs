@@ -300,7 +300,7 @@ fn rbac_verbs_are_what_each_component_needs() {
     let ext = "muster-scheduler-extender";
     assert_eq!(
         grants(&objs, ext, "", "pods"),
-        ["get", "list", "patch", "watch"]
+        ["delete", "get", "list", "patch", "watch"]
     );
     assert_eq!(grants(&objs, ext, "", "nodes"), ["get", "list", "watch"]);
     assert_eq!(grants(&objs, ext, "", "pods/binding"), ["create"]);

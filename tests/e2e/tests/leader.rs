@@ -119,15 +119,7 @@ async fn two_replicas_never_both_decide_and_the_survivor_takes_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_mode_leads_exactly_while_this_hosts_kube_scheduler_holds_the_lease() {
-    let args = [
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--follow-lease",
-        "kube-sched",
-    ];
-    let (cluster, ext) = muster_cluster(&[], &args).await;
+    let (cluster, ext) = muster_cluster(&[], FOLLOW_KUBE_SCHED).await;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), "default");
     wait_leader(&ext, 0.0, "no lease yet").await;
 

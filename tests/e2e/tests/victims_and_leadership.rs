@@ -159,15 +159,8 @@ async fn a_victim_gang_one_member_of_which_a_budget_protects_is_not_evicted_at_a
 /// again, the gang binds whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn leadership_lost_at_the_barrier_binds_nothing_until_regained() {
-    let args = [
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--follow-lease",
-        "kube-sched",
-    ];
-    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], &args).await;
+    let (cluster, ext) =
+        muster_cluster(&[NodeSpec::fixture("dgx-a100", 4)], FOLLOW_KUBE_SCHED).await;
     let client = cluster.client();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     let own = format!("{}_6b0f1c1e", hostname());

@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
+/// Extender flags: lead exactly while this host's kube-scheduler holds Lease `kube-sched`
+/// in `default` (the chart's follow mode; tests edit the Lease by hand).
+pub const FOLLOW_KUBE_SCHED: &[&str] = &[
+    "--leader-elect",
+    "true",
+    "--lease-namespace",
+    "default",
+    "--follow-lease",
+    "kube-sched",
+];
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

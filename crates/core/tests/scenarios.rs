@@ -33,6 +33,16 @@ fn busy(id: &str, node: &str, gpus: Vec<u32>) -> muster_core::PlacedPod {
     }
 }
 
+/// The nodes a plan puts `gang` on.
+fn nodes_used<'p>(plan: &'p muster_core::Plan, gang: &GangKey) -> HashSet<&'p str> {
+    plan.placement_for(gang)
+        .expect("the gang is placed")
+        .assignments
+        .iter()
+        .map(|a| a.node.as_str())
+        .collect()
+}
+
 fn cfg() -> PlannerConfig {
     PlannerConfig::default()
 }
@@ -471,13 +481,7 @@ fn one_per_node_members_spread_over_nodes() {
         p.one_per_node = true;
     }
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
-    let used: HashSet<&str> = plan
-        .placement_for(&g.key)
-        .unwrap()
-        .assignments
-        .iter()
-        .map(|a| a.node.as_str())
-        .collect();
+    let used = nodes_used(&plan, &g.key);
     assert_eq!(used.len(), 4);
 
     let small = cluster("dgx-a100", 3);
@@ -504,13 +508,7 @@ fn node_terms_are_ored() {
         ];
     }
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
-    let used: HashSet<&str> = plan
-        .placement_for(&g.key)
-        .unwrap()
-        .assignments
-        .iter()
-        .map(|a| a.node.as_str())
-        .collect();
+    let used = nodes_used(&plan, &g.key);
     assert_eq!(used, HashSet::from(["n0", "n2"]));
 }
 

@@ -103,7 +103,7 @@ impl Engine {
         self.drop_plan(&mut st, &gang, &reason, "refused_node");
     }
 
-    pub(super) fn exclude(&self, st: &mut State, uid: &str, node: &str) {
+    fn exclude(&self, st: &mut State, uid: &str, node: &str) {
         let e = st
             .excluded
             .entry(uid.to_string())

@@ -44,6 +44,14 @@ pub struct EngineConfig {
     pub nominate: bool,
 }
 
+/// The pod a bind request names (kube-scheduler sends its namespace, name and UID).
+#[derive(Clone, Copy, Debug)]
+pub struct BindTarget<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
 /// What the extender tells kube-scheduler about one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
@@ -253,7 +261,8 @@ impl Engine {
     }
 
     /// Bind: waits at the gang barrier; all planned members are bound together or none.
-    pub async fn bind(self: &Arc<Self>, uid: &str, node: &str) -> Result<(), String> {
+    pub async fn bind(self: &Arc<Self>, pod: &BindTarget<'_>, node: &str) -> Result<(), String> {
+        let uid = pod.uid;
         if !self.is_leader() {
             return Err(NOT_LEADER.into());
         }
@@ -269,6 +278,14 @@ impl Engine {
             let Some(slot) = plan.pods.get(uid) else {
                 return Err("pod is not part of its gang's plan".into());
             };
+            // The plan was made from the cache: a request naming another pod with this UID is
+            // forged (kube-scheduler always sends the pod's own name).
+            if slot.namespace != pod.namespace || slot.name != pod.name {
+                return Err(format!(
+                    "pod UID {uid} is {}/{}, not {}/{}",
+                    slot.namespace, slot.name, pod.namespace, pod.name
+                ));
+            }
             if slot.node != node {
                 return Err(format!(
                     "gang plan puts this pod on {}, not {node}",

@@ -1,7 +1,7 @@
 //! Routes. Every verb answers malformed input with 400 and a JSON error body, never a panic.
 
 use super::types::*;
-use crate::engine::{Answer, Engine};
+use crate::engine::{Answer, BindTarget, Engine};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -180,7 +180,12 @@ async fn bind(State(state): State<AppState>, body: Bytes) -> Response {
         )
             .into_response();
     }
-    let error = match state.engine.bind(&args.pod_uid, &args.node).await {
+    let target = BindTarget {
+        namespace: &args.pod_namespace,
+        name: &args.pod_name,
+        uid: &args.pod_uid,
+    };
+    let error = match state.engine.bind(&target, &args.node).await {
         Ok(()) => String::new(),
         Err(e) => {
             state

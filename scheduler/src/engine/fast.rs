@@ -136,9 +136,10 @@ impl Engine {
                 return Members::Mixed;
             }
         }
-        // The watch may lag the pod kube-scheduler is asking about.
+        // The asking pod is verified to be in the cache (`verify`); skipped there, it is
+        // deleting or gated and no round would plan it either.
         if !asking_seen {
-            push(pod, uid.to_string(), &mut members);
+            return Members::Mixed;
         }
         let have = members.len() as u32;
         if have < min {

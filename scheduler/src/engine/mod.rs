@@ -18,6 +18,7 @@ mod plan;
 mod release;
 mod status;
 mod transitions;
+mod verify;
 mod world;
 
 use crate::cache::Cache;
@@ -194,7 +195,24 @@ impl Engine {
     }
 
     /// Filter: the pod's planned node, or why it waits.
-    pub async fn filter(self: &Arc<Self>, pod: &Pod) -> Answer {
+    pub async fn filter(self: &Arc<Self>, requested: &Pod) -> Answer {
+        let pod = match verify::cached_pod_waiting(&self.cache, requested).await {
+            Ok(pod) => pod,
+            Err(refusal) => {
+                if let verify::Refusal::Forged(reason) = &refusal {
+                    self.metrics
+                        .extender_errors
+                        .with_label_values(&["filter", "forged"])
+                        .inc();
+                    tracing::warn!(%reason, "filter refused: forged request, or a pod not in Muster's cache with this UID");
+                }
+                return Answer::Wait {
+                    message: refusal.message(),
+                    unresolvable: false,
+                };
+            }
+        };
+        let pod = pod.as_ref();
         let Some(uid) = pod.metadata.uid.clone() else {
             return Answer::Wait {
                 message: "pod has no UID".into(),
@@ -281,6 +299,16 @@ impl Engine {
             // The plan was made from the cache: a request naming another pod with this UID is
             // forged (kube-scheduler always sends the pod's own name).
             if slot.namespace != pod.namespace || slot.name != pod.name {
+                self.metrics
+                    .extender_errors
+                    .with_label_values(&["bind", "forged"])
+                    .inc();
+                tracing::warn!(
+                    uid,
+                    namespace = pod.namespace,
+                    name = pod.name,
+                    "bind refused: forged request"
+                );
                 return Err(format!(
                     "pod UID {uid} is {}/{}, not {}/{}",
                     slot.namespace, slot.name, pod.namespace, pod.name

@@ -34,10 +34,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let addr = listener
         .local_addr()
         .context("reading the metrics address")?;
-    tracing::info!(metrics_addr = %addr, "serving /metrics, /healthz and /debug/state");
+    if config.debug_endpoints {
+        tracing::info!(metrics_addr = %addr, "serving /metrics, /healthz and /debug/state");
+    } else {
+        tracing::info!(metrics_addr = %addr, "serving /metrics and /healthz");
+    }
     let app = server::router(AppState {
         metrics: Arc::clone(&metrics),
-        debug: Arc::clone(&debug),
+        debug: config.debug_endpoints.then(|| Arc::clone(&debug)),
     });
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -33,9 +33,14 @@ pub struct Config {
     /// Kubeconfig file; default: in-cluster config, else `$KUBECONFIG` / `~/.kube/config`.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Do not talk to the API server: only metrics (and `/debug/state`).
+    /// Do not talk to the API server: only metrics (and `/debug/state` with `--debug-endpoints`).
     #[arg(long)]
     pub no_publish: bool,
+    /// Also serve `/debug/state` (the GpuNode spec and labels last written, write counts) on the
+    /// metrics port. Off by default: the port has no authentication, so anything that can reach
+    /// it could read the node's inventory; without the flag the path answers 404.
+    #[arg(long, env = "MUSTER_DEBUG_ENDPOINTS")]
+    pub debug_endpoints: bool,
     /// File naming the machine type (GFD's `nvidia.com/gpu.machine`).
     #[arg(long, default_value = "/sys/class/dmi/id/product_name")]
     pub machine_type_file: PathBuf,
@@ -73,6 +78,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["muster-node-agent", "--node-name", "n1"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("flags parse")
+    }
+
+    #[test]
+    fn debug_endpoints_are_off_unless_asked_for() {
+        // The env var is read only when set; this test does not set it, and no test does.
+        if std::env::var_os("MUSTER_DEBUG_ENDPOINTS").is_none() {
+            assert!(!parse(&[]).debug_endpoints);
+        }
+        assert!(parse(&["--debug-endpoints"]).debug_endpoints);
+    }
 
     #[test]
     fn durations() {

@@ -1,15 +1,26 @@
-//! What the agent would publish (`/debug/state` with `--no-publish`) against the fake NVML:
-//! GpuNode content and GFD labels per fixture, change detection, XID and lost-GPU health, and
-//! clean failures.
+//! What the agent would publish (`/debug/state` with `--no-publish --debug-endpoints`) against
+//! the fake NVML: GpuNode content and GFD labels per fixture, change detection, XID and lost-GPU
+//! health, and clean failures; `/debug/state` is served only when asked for.
 
 mod common;
 
-use common::{AgentSpec, fixture_with_script, sample, writes};
+use common::{AgentSpec, fixture_with_script, http_get, sample, writes};
 use muster_api::machines::{MachineSpec, builtin};
 use serde_json::{Value, json};
 
-/// An agent on `node` that writes nothing, with the DMI product name of `machine`.
+/// An agent on `node` that writes nothing and serves `/debug/state`, with the DMI product name
+/// of `machine`.
 fn agent(node: &str, fixture: Option<&str>, dir: &tempfile::TempDir, machine: &str) -> AgentSpec {
+    quiet_agent(node, fixture, dir, machine).arg("--debug-endpoints")
+}
+
+/// [`agent`] without `--debug-endpoints`.
+fn quiet_agent(
+    node: &str,
+    fixture: Option<&str>,
+    dir: &tempfile::TempDir,
+    machine: &str,
+) -> AgentSpec {
     let dmi = dir.path().join("product_name");
     std::fs::write(&dmi, format!("{machine}\n")).unwrap();
     AgentSpec::new(node, fixture)
@@ -95,6 +106,29 @@ fn no_driver_publishes_an_empty_node_and_keeps_serving_metrics() {
     let metrics = agent.metrics();
     assert_eq!(sample(&metrics, "muster_node_gpus_total", &[]), Some(0.0));
     assert_eq!(agent.get("/healthz").trim(), "ok");
+}
+
+#[test]
+fn debug_state_is_served_only_with_the_flag_or_the_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = quiet_agent("debug-off", Some("dgx-a100"), &dir, "DGXA100").start();
+    off.metrics();
+    let answer = http_get(&off.addr, "/debug/state");
+    assert!(
+        answer
+            .as_ref()
+            .is_err_and(|head| head.starts_with("HTTP/1.1 404")),
+        "/debug/state without --debug-endpoints: {answer:?}"
+    );
+    drop(off);
+    let on = quiet_agent("debug-env", Some("dgx-a100"), &dir, "DGXA100")
+        .env("MUSTER_DEBUG_ENDPOINTS", "true")
+        .start();
+    let state = on.wait_for("a first write on /debug/state", |a| {
+        let s = a.state();
+        (writes(&s, "gpuNode") >= 1).then_some(s)
+    });
+    assert_eq!(state["gpuNode"]["nodeName"], "debug-env");
 }
 
 #[test]

@@ -95,6 +95,7 @@ impl AgentSpec {
             .env_remove("MUSTER_FAKE_NVML_FIXTURE")
             .env_remove("MUSTER_FAKE_NVML_TIME_SCALE")
             .env_remove("MUSTER_FAKE_NVML_WAIT_ERROR_AFTER")
+            .env_remove("MUSTER_DEBUG_ENDPOINTS")
             .env("MUSTER_FAKE_NVML_NODE", &self.node)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

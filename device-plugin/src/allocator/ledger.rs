@@ -21,6 +21,8 @@ pub struct Ledger {
     /// Pods whose choice `GetPreferredAllocation` returned and that are not allocated yet: later
     /// calls prefer other candidates, so concurrent admissions do not all match the oldest pod.
     offered: BTreeSet<PodKey>,
+    /// Pods whose annotations were rejected, with uid and reason: warned about once.
+    rejected: BTreeMap<PodKey, (String, String)>,
 }
 
 impl Ledger {
@@ -32,6 +34,19 @@ impl Ledger {
         });
         self.offered
             .retain(|key| pods.get(key).is_some_and(|p| p.is_live()));
+        self.rejected
+            .retain(|key, (uid, _)| pods.get(key).is_some_and(|p| p.uid == *uid));
+    }
+
+    /// Records that `pod`'s annotations were rejected for `reason`; whether this is news (a new
+    /// pod, a re-created one, or a new reason), i.e. worth a warning.
+    pub fn first_rejection(&mut self, pod: &PodInfo, reason: &str) -> bool {
+        let entry = (pod.uid.clone(), reason.to_string());
+        if self.rejected.get(&pod.key()) == Some(&entry) {
+            return false;
+        }
+        self.rejected.insert(pod.key(), entry);
+        true
     }
 
     pub fn is_allocated(&self, pod: &PodInfo) -> bool {

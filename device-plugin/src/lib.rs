@@ -25,6 +25,7 @@
 //! - [`plugin`]: wires it all together ([`plugin::Plugin::start`]).
 //! - [`fake_kubelet`]: the kubelet's device manager, faked for tests.
 
+pub mod access;
 pub mod allocator;
 pub mod config;
 pub mod devices;

@@ -7,6 +7,7 @@
 //!
 //! [`agent::run`] wires it together; [`view::NodeView`] is the state everything is derived from.
 
+pub mod access;
 pub mod agent;
 pub mod config;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //!                                                                   PodGroup status, Events
 //! ```
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod engine;

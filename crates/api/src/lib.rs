@@ -1,11 +1,13 @@
 //! Layer 1 of Muster: the contracts every component shares.
 //!
+//! - [`access`]: the API calls each binary makes (its RBAC is checked against them).
 //! - [`names`]: well-known labels, annotations, resource and scheduler names.
 //! - [`topology`]: the GPU link model (NVLink counts and PCIe levels, in the `nvidia-smi topo -m`
 //!   legend) and its scores.
 //! - [`machines`]: machine fixtures describing real GPU servers, shared by the fake NVML, the
 //!   simulated (kwok) nodes and the scheduler's fallback when no `GpuNode` is published.
 
+pub mod access;
 pub mod machines;
 pub mod names;
 pub mod topology;

@@ -211,10 +211,15 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
             .await
             .expect(r);
     }
-    Api::<Role>::namespaced(client.clone(), NS)
-        .get("muster-scheduler-leases")
-        .await
-        .expect("leases Role");
+    for role in [
+        "muster-scheduler-kube-scheduler-lease",
+        "muster-scheduler-extender-lease",
+    ] {
+        Api::<Role>::namespaced(client.clone(), NS)
+            .get(role)
+            .await
+            .expect(role);
+    }
     Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
         .get("muster-scheduler-auth-reader")
         .await

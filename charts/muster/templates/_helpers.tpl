@@ -29,8 +29,14 @@ app.kubernetes.io/name: {{ include "muster.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- /* The Muster image of every Muster container: repository@digest when image.digest is set
+(the tag is then ignored), else repository:tag (tag defaults to the chart's appVersion). */}}
 {{- define "muster.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "muster.schedulerName" -}}{{ include "muster.fullname" . }}-scheduler{{- end }}

@@ -1,5 +1,6 @@
-//! Issue #15 (security) for the node DaemonSet: the node pod's NetworkPolicy, `/debug/state` off
-//! by default, and each node container's rights.
+//! Issue #15 (security) for the node DaemonSet and the images: the node pod's NetworkPolicy,
+//! `/debug/state` off by default, each node container's rights, `image.digest`, and base images
+//! of the `Dockerfile` pinned by digest.
 
 mod common;
 use common::*;
@@ -200,4 +201,116 @@ fn per_container_security_context_is_merged_over_the_node_one() {
     assert_locked_down(plugin);
     assert_eq!(plugin["securityContext"]["runAsUser"].as_i64(), Some(0));
     assert!(plugin["securityContext"]["runAsGroup"].is_null());
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Images of the containers running a Muster binary (all but kube-scheduler).
+fn muster_images(objs: &[Value]) -> Vec<String> {
+    let mut images = Vec::new();
+    for kind in ["Deployment", "DaemonSet"] {
+        for w in of_kind(objs, kind) {
+            for c in containers(w) {
+                if c["name"] != "kube-scheduler" {
+                    images.push(c["image"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    images
+}
+
+#[test]
+fn image_digest_pins_every_muster_container() {
+    let objs = objects(&[]);
+    let images = muster_images(&objs);
+    assert_eq!(images.len(), 3, "extender, node agent, device plugin");
+    assert!(
+        images
+            .iter()
+            .all(|i| i == "ghcr.io/muster-dev/muster:0.1.0"),
+        "{images:?}"
+    );
+
+    let digest = format!("image.digest={DIGEST}");
+    let objs = objects(&[&digest, "image.tag=ignored"]);
+    let images = muster_images(&objs);
+    assert_eq!(images.len(), 3);
+    let pinned = format!("ghcr.io/muster-dev/muster@{DIGEST}");
+    assert!(images.iter().all(|i| *i == pinned), "{images:?}");
+    // kube-scheduler keeps its own image.
+    let dep = one(&objs, "Deployment", "muster-scheduler");
+    assert_eq!(
+        container(dep, "kube-scheduler")["image"],
+        "registry.k8s.io/kube-scheduler:v1.37.2"
+    );
+    // A digest that is not one is refused at install time.
+    for bad in ["image.digest=latest", "image.digest=sha256:abc"] {
+        let out = render_result(&[bad]);
+        assert!(!out.status.success(), "{bad} rendered");
+        assert!(
+            text(&out.stderr).contains("/image/digest"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The image reference of a `FROM` line (`FROM [--platform=...] image [AS name]`).
+fn from_image(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    words.next().filter(|w| w.eq_ignore_ascii_case("FROM"))?;
+    words.find(|w| !w.starts_with("--"))
+}
+
+fn pinned_by_digest(image: &str) -> bool {
+    let Some((name, digest)) = image.split_once("@sha256:") else {
+        return false;
+    };
+    !name.is_empty()
+        && digest.len() == 64
+        && digest
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+#[test]
+fn dockerfile_base_images_are_pinned_by_digest() {
+    assert!(pinned_by_digest(&format!("rust:1.88-bookworm@{DIGEST}")));
+    assert!(!pinned_by_digest("rust:1.88-bookworm"));
+    assert!(!pinned_by_digest("rust:1.88-bookworm@sha256:abc"));
+    assert!(!pinned_by_digest(&format!(
+        "rust@{}",
+        DIGEST.to_uppercase()
+    )));
+    assert_eq!(
+        from_image("FROM --platform=$BUILDPLATFORM rust:1 AS build"),
+        Some("rust:1")
+    );
+
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect();
+    assert!(stages.len() >= 2, "{stages:?}");
+    // A stage may start from an earlier stage by name; everything else is pulled.
+    let names: Vec<String> = stages
+        .iter()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("AS"))
+                .and_then(|i| words.get(i + 1))
+                .map(|n| n.to_string())
+        })
+        .collect();
+    for line in stages {
+        let image = from_image(line).unwrap_or_else(|| panic!("unparsed FROM line: {line}"));
+        assert!(
+            names.iter().any(|n| n == image) || pinned_by_digest(image),
+            "Dockerfile: `{line}` is not pinned as image:tag@sha256:<64 hex>"
+        );
+    }
 }

@@ -42,6 +42,8 @@ pub struct Cache {
     /// Pod requests by UID, with the resourceVersion they were read from.
     pub(crate) pod_requests:
         Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Requests)>>>,
+    /// Pods (UID) whose GPU annotation was ignored and said so: one warning per pod.
+    pub(crate) annotation_warnings: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     generation: Arc<AtomicU64>,
     /// Bumped when what placement reads of a Node changes (not on heartbeats), and on every
     /// GpuNode event: capacity, health, links.
@@ -83,6 +85,7 @@ impl Cache {
             gangs,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
+            annotation_warnings: Arc::default(),
             generation,
             node_generation,
             changed,
@@ -138,6 +141,7 @@ impl Cache {
             gangs,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
+            annotation_warnings: Arc::default(),
             generation: Arc::new(AtomicU64::new(1)),
             node_generation: Arc::new(AtomicU64::new(1)),
             changed: Arc::new(Notify::new()),

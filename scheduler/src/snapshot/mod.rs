@@ -18,7 +18,7 @@ use muster_core::{
     Cluster, FIELD_NODE_NAME, Gang, GangKey, LabelRequirement, NodeInfo, PlacedPod, PodId,
     Resources,
 };
-use pods::{annotated_gpus, cached_requests, forget_deleted};
+use pods::{annotated_gpus, cached_requests, forget_deleted, warn_once};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Pods at or above this priority (system-cluster-critical and up) are never victims.
@@ -192,7 +192,10 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
                     pods: 1,
                     gpus: 0,
                 }),
-                gpus: annotated_gpus(&pod, gpu_ids.get(&node)),
+                gpus: annotated_gpus(&pod, &node, gpu_ids.get(&node)).unwrap_or_else(|why| {
+                    warn_once(cache, &pod, &why);
+                    Vec::new()
+                }),
                 priority,
                 started_at: created_secs(pod.metadata.creation_timestamp.as_ref()),
                 preemptible: priority < SYSTEM_PRIORITY && !node_bound_by_design(&pod),

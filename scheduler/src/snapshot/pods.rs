@@ -53,26 +53,62 @@ pub(crate) fn created_secs(
     t.map(|t| t.0.as_second().max(0) as u64).unwrap_or(0)
 }
 
-/// GPU indices named by the scheduler's annotation, if they all exist on the node.
-pub(super) fn annotated_gpus(pod: &Pod, ids: Option<&Vec<String>>) -> Vec<u32> {
+/// GPU indices named by the scheduler's annotation. The annotation is only believed when it is
+/// for this node and every UUID is one of its GPUs, once: anything else is ignored (the pod's
+/// GPUs still count, just not on particular indices), and the reason returned for a warning.
+pub(super) fn annotated_gpus(
+    pod: &Pod,
+    node: &str,
+    ids: Option<&Vec<String>>,
+) -> Result<Vec<u32>, String> {
+    let annotations = pod.metadata.annotations.as_ref();
     let (Some(value), Some(ids)) = (
-        pod.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(names::ANNOTATION_GPU_IDS)),
+        annotations.and_then(|a| a.get(names::ANNOTATION_GPU_IDS)),
         ids,
     ) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let found: Vec<u32> = value
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .filter_map(|u| ids.iter().position(|id| id == u.trim()).map(|i| i as u32))
-        .collect();
-    if found.len() == value.split(',').filter(|s| !s.trim().is_empty()).count() {
-        found
-    } else {
-        Vec::new()
+    if let Some(other) = annotations.and_then(|a| a.get(names::ANNOTATION_GPU_NODE))
+        && other != node
+    {
+        return Err(format!(
+            "its GPU choice is for node {other}, but it is bound to {node}"
+        ));
+    }
+    let mut found: Vec<u32> = Vec::new();
+    for uuid in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(index) = ids.iter().position(|id| id == uuid) else {
+            return Err(format!("GPU {uuid} is not on node {node}"));
+        };
+        let index = u32::try_from(index).map_err(|_| format!("GPU index {index} out of range"))?;
+        if found.contains(&index) {
+            return Err(format!("GPU {uuid} is named twice"));
+        }
+        found.push(index);
+    }
+    Ok(found)
+}
+
+/// Warns that a bound pod's GPU annotation was ignored, once per pod (rounds read every pod).
+pub(super) fn warn_once(cache: &Cache, pod: &Pod, why: &str) {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
+        return;
+    };
+    let mut warned = cache
+        .annotation_warnings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Bounded: a flood of bad pods costs repeated warnings, never memory.
+    if warned.len() >= 10_000 {
+        warned.clear();
+    }
+    if warned.insert(uid.to_string()) {
+        tracing::warn!(
+            namespace = pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod = pod.metadata.name.as_deref().unwrap_or_default(),
+            reason = why,
+            "ignoring the pod's muster.dev/gpu-ids annotation"
+        );
     }
 }
 
@@ -135,4 +171,49 @@ pub(crate) fn tolerations(pod: &Pod) -> Vec<Toleration> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bound(node: &str, ids: &str, gpu_node: Option<&str>) -> Pod {
+        let mut annotations = json!({ names::ANNOTATION_GPU_IDS: ids });
+        if let Some(n) = gpu_node {
+            annotations[names::ANNOTATION_GPU_NODE] = json!(n);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "annotations": annotations},
+            "spec": {"nodeName": node, "containers": []},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_gpu_choice_that_does_not_fit_the_node_is_not_believed() {
+        let ids: Vec<String> = ["GPU-a", "GPU-b", "GPU-c"].map(String::from).to_vec();
+        let ids = Some(&ids);
+        assert_eq!(
+            annotated_gpus(&bound("n1", "GPU-c, GPU-a", Some("n1")), "n1", ids),
+            Ok(vec![2, 0])
+        );
+        assert_eq!(
+            annotated_gpus(&bound("n1", "GPU-b", None), "n1", ids),
+            Ok(vec![1])
+        );
+        for (pod, why) in [
+            (bound("n1", "GPU-a,GPU-z", Some("n1")), "not on node n1"),
+            (bound("n1", "GPU-a,GPU-a", Some("n1")), "twice"),
+            (bound("n1", "GPU-a", Some("n2")), "for node n2"),
+        ] {
+            let err = annotated_gpus(&pod, "n1", ids).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+        // Nothing to check against: no GPU identities known for the node.
+        assert_eq!(
+            annotated_gpus(&bound("n1", "GPU-z", None), "n1", None),
+            Ok(vec![])
+        );
+    }
 }

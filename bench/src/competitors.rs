@@ -267,7 +267,8 @@ pub struct Running {
     pub cluster: TestCluster,
     /// Muster's extender or scheduler-plugins' scheduler.
     pub side: Option<ChildProc>,
-    pub extender_port: Option<u16>,
+    /// Muster's `/metrics` and `/readyz` (`--metrics-listen`; the verbs are on `--listen`).
+    pub extender_metrics_port: Option<u16>,
     pub nodes_ready_seconds: f64,
 }
 
@@ -364,6 +365,7 @@ impl Running {
             ..ClusterSpec::default()
         };
         let mut extender_port = None;
+        let mut extender_metrics_port = None;
         spec = match competitor {
             Competitor::Plain => spec.with_scheduler_config(default_config(opts.qps)),
             Competitor::Native => {
@@ -405,19 +407,23 @@ impl Running {
                     .await
                     .context("installing Muster's CRDs")?;
                 let port = extender_port.context("extender port")?;
+                let metrics = free_port()?;
+                extender_metrics_port = Some(metrics);
                 let kc = cluster.kubeconfig_path().display().to_string();
                 let mut proc = ChildProc::spawn(
                     &bins.extender,
                     &[
                         "--listen".into(),
                         format!("127.0.0.1:{port}"),
+                        "--metrics-listen".into(),
+                        format!("127.0.0.1:{metrics}"),
                         "--kubeconfig".into(),
                         kc,
                     ],
                     &[("RUST_LOG", "info")],
                     &cluster.dir().join("muster-scheduler.log"),
                 )?;
-                wait_http_ok(&mut proc, port, "/readyz").await?;
+                wait_http_ok(&mut proc, metrics, "/readyz").await?;
                 Some(proc)
             }
             Competitor::Coscheduling => {
@@ -456,7 +462,7 @@ impl Running {
         Ok(Running {
             cluster,
             side,
-            extender_port,
+            extender_metrics_port,
             nodes_ready_seconds,
         })
     }
@@ -475,7 +481,7 @@ impl Running {
 
     /// The extender's /metrics text (Muster only).
     pub async fn extender_metrics(&self) -> Option<String> {
-        let port = self.extender_port?;
+        let port = self.extender_metrics_port?;
         http_get(port, "/metrics").await.ok().map(|(_, b)| b)
     }
 }

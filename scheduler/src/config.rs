@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,13 +13,29 @@ use std::time::Duration;
     about = "Muster's gang-scheduling kube-scheduler extender"
 )]
 pub struct Flags {
-    /// YAML file with any of: listen, barrierTimeoutSeconds, reserveAfterSeconds,
-    /// maxReservations, preemption, leaderElect, leaseNamespace, followLease, report.
+    /// YAML file with any of: listen, metricsListen, tlsCertFile, tlsKeyFile, tlsClientCaFile,
+    /// barrierTimeoutSeconds, reserveAfterSeconds, maxReservations, preemption, leaderElect,
+    /// leaseNamespace, followLease, report.
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address for the extender verbs, /metrics, /healthz and /readyz.
+    /// Address of the extender verbs (/filter, /prioritize, /preempt, /bind), which only
+    /// kube-scheduler may call [default: 127.0.0.1:8888, loopback].
     #[arg(long, env = "MUSTER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of /metrics, /healthz and /readyz (Prometheus, kubelet probes)
+    /// [default: 0.0.0.0:8889].
+    #[arg(long, env = "MUSTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve the verbs over HTTPS with this certificate chain (PEM). Needs --tls-key-file and
+    /// --tls-client-ca-file too.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM: PKCS#1 RSA, PKCS#8 or SEC1).
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM): the verbs answer only clients with a certificate it signed.
+    #[arg(long)]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Path to a kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -62,6 +78,10 @@ const MAX_RESERVATIONS: usize = 1024;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
     pub barrier_timeout_seconds: Option<u64>,
     pub reserve_after_seconds: Option<u64>,
     pub max_reservations: Option<usize>,
@@ -73,9 +93,26 @@ pub struct FileConfig {
     pub nominate: Option<bool>,
 }
 
+/// Default address of the verbs: loopback, where the kube-scheduler of the same pod calls.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8888);
+/// Default address of /metrics, /healthz and /readyz: every interface (scrapes, probes).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8889);
+
+/// The verbs' mutual TLS: the server's certificate and key, and the CA that signs clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    /// HTTPS with client certificates on the verbs; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
     pub kubeconfig: Option<PathBuf>,
     pub barrier_timeout: Duration,
     pub planner: muster_core::PlannerConfig,
@@ -128,11 +165,25 @@ impl Config {
                 "maxReservations must be at most {MAX_RESERVATIONS} (each idles the nodes it holds), got {max_reservations}"
             );
         }
+        let listen = flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+        let metrics_listen = flags
+            .metrics_listen
+            .or(file.metrics_listen)
+            .unwrap_or(DEFAULT_METRICS_LISTEN);
+        if overlap(listen, metrics_listen) {
+            anyhow::bail!(
+                "--listen ({listen}) and --metrics-listen ({metrics_listen}) must be different addresses: the verbs and /metrics are served by separate listeners"
+            );
+        }
+        let tls = tls_files(
+            flags.tls_cert_file.or(file.tls_cert_file),
+            flags.tls_key_file.or(file.tls_key_file),
+            flags.tls_client_ca_file.or(file.tls_client_ca_file),
+        )?;
         Ok(Config {
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8888))),
+            listen,
+            metrics_listen,
+            tls,
             kubeconfig: flags.kubeconfig,
             barrier_timeout: Duration::from_secs(barrier),
             planner: muster_core::PlannerConfig {
@@ -151,6 +202,43 @@ impl Config {
             nominate: flags.nominate.or(file.nominate).unwrap_or(true),
             log_json: flags.log_json,
         })
+    }
+}
+
+/// Whether two listeners would claim the same port (port 0 picks a free one each time).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The three TLS files, all or none.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key, client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(client_ca)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (cert, key, client_ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert-file"),
+                (key.is_none(), "--tls-key-file"),
+                (client_ca.is_none(), "--tls-client-ca-file"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, flag)| absent.then_some(flag))
+            .collect();
+            anyhow::bail!(
+                "--tls-cert-file, --tls-key-file and --tls-client-ca-file go together (mutual TLS needs all three); missing {}",
+                missing.join(", ")
+            )
+        }
     }
 }
 
@@ -197,5 +285,80 @@ mod tests {
             let err = Config::resolve(Flags::parse_from(["x", flag, value])).unwrap_err();
             assert!(err.to_string().contains(needle), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn listeners_default_apart_and_must_not_collide() {
+        let c = Config::resolve(Flags::parse_from(["x"])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(c.metrics_listen, "0.0.0.0:8889".parse().unwrap());
+        assert!(c.tls.is_none());
+        for (listen, metrics) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("0.0.0.0:9000", "127.0.0.1:9000"),
+            ("127.0.0.1:8889", "0.0.0.0:8889"),
+        ] {
+            let err = Config::resolve(Flags::parse_from([
+                "x",
+                "--listen",
+                listen,
+                "--metrics-listen",
+                metrics,
+            ]))
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("must be different addresses"),
+                "{listen} {metrics}: {err}"
+            );
+        }
+        let c = Config::resolve(Flags::parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:9000",
+            "--metrics-listen",
+            "127.0.0.2:9000",
+        ]))
+        .unwrap();
+        assert_eq!(c.metrics_listen.port(), 9000);
+    }
+
+    #[test]
+    fn tls_files_come_all_three_or_none() {
+        let c = Config::resolve(Flags::parse_from([
+            "x",
+            "--tls-cert-file",
+            "/c",
+            "--tls-key-file",
+            "/k",
+            "--tls-client-ca-file",
+            "/ca",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c".into(),
+                key: "/k".into(),
+                client_ca: "/ca".into()
+            })
+        );
+        let err = Config::resolve(Flags::parse_from([
+            "x",
+            "--tls-cert-file",
+            "/c",
+            "--tls-key-file",
+            "/k",
+        ]))
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("go together"), "{msg}");
+        assert!(msg.contains("missing --tls-client-ca-file"), "{msg}");
+        let err =
+            Config::resolve(Flags::parse_from(["x", "--tls-client-ca-file", "/ca"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("missing --tls-cert-file, --tls-key-file"),
+            "{err}"
+        );
     }
 }

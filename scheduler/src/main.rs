@@ -3,7 +3,8 @@
 use clap::Parser;
 use muster_scheduler::config::{Config, Flags};
 use muster_scheduler::engine::{Engine, EngineConfig};
-use muster_scheduler::extender::server::{AppState, router};
+use muster_scheduler::extender::server::AppState;
+use muster_scheduler::extender::{listen, tls};
 use muster_scheduler::{cache::Cache, leader, metrics::Metrics};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -79,10 +80,25 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let client = client(&config, true).await?;
     let metrics = Metrics::new().map_err(|e| anyhow::anyhow!("registering metrics: {e}"))?;
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    // Certificates first: a bad file fails the start, not the first kube-scheduler call.
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let verbs = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
-    tracing::info!(listen = %config.listen, "extender listening");
+        .map_err(|e| anyhow::anyhow!("listening on {} (--listen): {e}", config.listen))?;
+    let ops = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "listening on {} (--metrics-listen): {e}",
+                config.metrics_listen
+            )
+        })?;
+    tracing::info!(
+        listen = %config.listen,
+        metrics_listen = %config.metrics_listen,
+        mutual_tls = tls.is_some(),
+        "extender listening: verbs on listen, /metrics /healthz /readyz on metrics_listen"
+    );
 
     let cache = Cache::start(client.clone(), Duration::from_secs(60)).await?;
     let engine = Engine::new(
@@ -131,12 +147,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     // Ready once the cache is listed; a follower is ready too (it answers "not the leader").
     ready.store(true, Ordering::Release);
     tokio::spawn(engine.clone().run_background());
-    let app = router(AppState { engine, ready });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("serving: {e}"))
+    listen::serve(verbs, ops, tls, AppState { engine, ready }, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await
 }

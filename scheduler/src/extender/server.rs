@@ -1,4 +1,7 @@
 //! Routes. Every verb answers malformed input with 400 and a JSON error body, never a panic.
+//!
+//! Two routers, served on two listeners: [`verbs_router`] (what kube-scheduler calls; loopback
+//! or mutual TLS) and [`ops_router`] (`/metrics`, `/healthz`, `/readyz`; scrapes and probes).
 
 use super::types::*;
 use crate::engine::{Answer, BindTarget, Engine};
@@ -23,16 +26,23 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The extender verbs: `/filter`, `/prioritize`, `/preempt`, `/bind`. Nothing else.
+pub fn verbs_router(state: AppState) -> Router {
     Router::new()
         .route("/filter", post(filter))
         .route("/prioritize", post(prioritize))
         .route("/preempt", post(preempt))
         .route("/bind", post(bind))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// `/metrics`, `/healthz` and `/readyz`: read-only, no verb.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -219,5 +229,94 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "not ready: waiting for the cache or the leader lease",
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Cache, CacheObjects};
+    use crate::engine::EngineConfig;
+    use crate::metrics::Metrics;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    /// An engine over an empty cache; its client points at a closed port (never called here).
+    pub(crate) fn state() -> AppState {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let engine = Engine::new(
+            Cache::from_objects(CacheObjects::default()),
+            client.clone(),
+            client,
+            EngineConfig {
+                planner: muster_core::PlannerConfig::default(),
+                barrier_timeout: Duration::from_secs(1),
+                report: false,
+                nominate: false,
+            },
+            Metrics::new().unwrap(),
+        );
+        AppState {
+            engine,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn verbs_are_served_apart_from_metrics_and_probes() {
+        let state = state();
+        let verbs = verbs_router(state.clone());
+        let ops = ops_router(state.clone());
+        assert_eq!(
+            call(&verbs, "POST", "/preempt", "{}").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&verbs, "POST", "/filter", "{not json").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(
+                call(&verbs, "GET", path, "").await.0,
+                StatusCode::NOT_FOUND,
+                "verbs listener serves {path}"
+            );
+            assert_eq!(
+                call(&ops, "GET", path, "").await.0,
+                StatusCode::OK,
+                "{path}"
+            );
+        }
+        for verb in ["/filter", "/prioritize", "/preempt", "/bind"] {
+            assert_eq!(
+                call(&ops, "POST", verb, "{}").await.0,
+                StatusCode::NOT_FOUND,
+                "metrics listener serves {verb}"
+            );
+        }
+        let (_, text) = call(&ops, "GET", "/metrics", "").await;
+        assert!(text.contains("muster_extender_errors_total"), "{text}");
+        state.ready.store(false, Ordering::Release);
+        assert_eq!(
+            call(&ops, "GET", "/readyz", "").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! Deployment. The examples/ are then submitted and must be scheduled as gangs.
 
 mod common;
+use common::host::{HostProcess, free_port, muster_scheduler_binary};
 use common::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,51 +18,12 @@ use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NS: &str = "muster-system";
 const DEADLINE: Duration = Duration::from_secs(180);
-
-/// A host process (muster-scheduler, kube-scheduler); killed on drop and with the test process.
-struct Extender(Child);
-
-impl Drop for Extender {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn muster_scheduler_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "muster-scheduler",
-            "--bin",
-            "muster-scheduler",
-        ])
-        .current_dir(repo_root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building muster-scheduler failed");
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"))
-        .join("debug/muster-scheduler")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Creates every document of an example file (namespaced objects go to `ns`).
 async fn apply_example(client: &Client, file: &str, ns: &str) {
@@ -262,12 +224,19 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         .iter()
         .find(|c| c.name == "extender")
         .expect("extender container");
-    let mut args: Vec<String> = ext.command.clone().unwrap()[1..]
+    let command = ext.command.clone().unwrap();
+    // The chart's verbs are on the pod's loopback, its metrics on the pod IP.
+    assert!(command.contains(&"--listen=127.0.0.1:8888".to_string()));
+    assert!(command.contains(&"--metrics-listen=0.0.0.0:8889".to_string()));
+    let mut args: Vec<String> = command[1..]
         .iter()
-        .filter(|a| !a.starts_with("--listen") && *a != "--log-json")
+        .filter(|a| {
+            !a.starts_with("--listen") && !a.starts_with("--metrics-listen") && *a != "--log-json"
+        })
         .cloned()
         .collect();
     args.push(format!("--listen=127.0.0.1:{port}"));
+    args.push(format!("--metrics-listen=127.0.0.1:{}", free_port()));
     // The extender acts as the chart's ServiceAccount (impersonation), so its ClusterRole and
     // the leases Role are what let it watch, bind, annotate, evict and elect itself.
     let sa_kubeconfig = impersonating_kubeconfig(&cluster, "muster-scheduler");
@@ -298,14 +267,7 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc_prctl_pdeathsig();
-            Ok(())
-        });
-    }
-    let _extender = Extender(cmd.spawn().expect("starting muster-scheduler"));
+    let _extender = HostProcess::spawn(&mut cmd, "muster-scheduler");
     // kube-scheduler, also as the chart's ServiceAccount: the upstream-derived ClusterRoles, the
     // leases Role and the auth-reader binding must be enough for it to sync and schedule.
     let mut ks_config: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
@@ -338,14 +300,7 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         .stdin(Stdio::null())
         .stdout(ks_log.try_clone().unwrap())
         .stderr(ks_log);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc_prctl_pdeathsig();
-            Ok(())
-        });
-    }
-    let _kube_scheduler = Extender(cmd.spawn().expect("starting kube-scheduler"));
+    let _kube_scheduler = HostProcess::spawn(&mut cmd, "kube-scheduler");
     let logs = [ks_log_path, cluster.dir().join("muster-scheduler.log")];
 
     // Compatible PodGroup CRDs (scheduler-plugins, Volcano) for their examples.
@@ -472,15 +427,4 @@ fn impersonating_kubeconfig(cluster: &TestCluster, sa: &str) -> PathBuf {
     let path = cluster.dir().join(format!("kubeconfig-{sa}"));
     std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
     path
-}
-
-fn libc_prctl_pdeathsig() {
-    // PR_SET_PDEATHSIG = 1, SIGKILL = 9: the extender dies with the test process.
-    unsafe extern "C" {
-        fn prctl(option: i32, ...) -> i32;
-    }
-    // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) has no memory effects.
-    unsafe {
-        prctl(1, 9);
-    }
 }

@@ -70,13 +70,19 @@ fn scheduler_config_enables_every_extender_verb() {
 
 #[test]
 fn extender_port_value_moves_both_sides() {
-    let objs = objects(&["scheduler.extender.port=9999"]);
+    let objs = objects(&[
+        "scheduler.extender.port=9999",
+        "scheduler.extender.metricsPort=9998",
+    ]);
     let cfg = scheduler_config(&objs);
     assert_eq!(cfg["extenders"][0]["urlPrefix"], "http://127.0.0.1:9999");
     let dep = one(&objs, "Deployment", "muster-scheduler");
     let ext = container(dep, "extender");
-    assert!(strs(&ext["command"]).contains(&"--listen=0.0.0.0:9999".to_string()));
-    assert_eq!(ext["ports"][0]["containerPort"].as_i64(), Some(9999));
+    // The verbs on loopback only; metrics and probes on the pod IP.
+    assert!(strs(&ext["command"]).contains(&"--listen=127.0.0.1:9999".to_string()));
+    assert!(strs(&ext["command"]).contains(&"--metrics-listen=0.0.0.0:9998".to_string()));
+    assert_eq!(ext["ports"][0]["containerPort"].as_i64(), Some(9998));
+    assert_eq!(ext["ports"].as_sequence().map(Vec::len), Some(1));
 }
 
 #[test]
@@ -321,7 +327,9 @@ fn security_contexts_are_locked_down() {
 fn services_expose_metrics_ports_of_the_pods() {
     let objs = all();
     let svc = one(&objs, "Service", "muster-scheduler");
-    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http-metrics");
+    assert_eq!(svc["spec"]["ports"][0]["port"].as_i64(), Some(8889));
+    assert_eq!(svc["spec"]["ports"].as_sequence().map(Vec::len), Some(1));
     let svc = one(&objs, "Service", "muster-node-metrics");
     let ports: Vec<_> = svc["spec"]["ports"]
         .as_sequence()
@@ -387,7 +395,9 @@ fn network_policy_admits_only_the_listed_scrapers() {
         rules[0]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
         "monitoring"
     );
-    assert_eq!(rules[0]["ports"][0]["port"].as_i64(), Some(8888));
+    // The metrics port only: the verbs listen on loopback.
+    assert_eq!(rules[0]["ports"][0]["port"].as_i64(), Some(8889));
+    assert_eq!(rules[0]["ports"].as_sequence().map(Vec::len), Some(1));
     // Enabled without peers: nothing may reach the port.
     let objs = objects(&["scheduler.networkPolicy.enabled=true"]);
     let np = one(&objs, "NetworkPolicy", "muster-scheduler");

@@ -33,6 +33,10 @@ fn bad_values_fail_with_a_clear_message() {
             &["/scheduler/extender/port", "maximum"],
         ),
         (
+            &["scheduler.extender.metricsPort=0"],
+            &["/scheduler/extender/metricsPort", "minimum"],
+        ),
+        (
             &["scheduler.extender.httpTimeout=soon"],
             &["/scheduler/extender/httpTimeout"],
         ),

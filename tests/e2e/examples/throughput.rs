@@ -158,7 +158,7 @@ async fn run_muster(nodes: u32, gangs: usize, size: usize) -> Run {
         })
         .collect();
     let (seconds, p50, p99) = submit_and_measure(c.client(), pods).await;
-    let metrics = http(ext.port, "GET", "/metrics", "")
+    let metrics = http(ext.metrics_port, "GET", "/metrics", "")
         .await
         .map(|(_, b)| b)
         .unwrap_or_default();

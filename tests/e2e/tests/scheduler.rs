@@ -290,7 +290,13 @@ async fn topology_choice_and_bad_input() {
         .await
         .unwrap();
     assert_eq!(status, 400);
-    assert_eq!(http(ext.port, "GET", "/healthz", "").await.unwrap().0, 200);
+    assert_eq!(
+        http(ext.metrics_port, "GET", "/healthz", "")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 
     // A PodGroup with minMember 0 is refused by the API with the schema's reason.
     let pgs: Api<PodGroup> = Api::namespaced(client.clone(), "ml");

@@ -44,10 +44,13 @@ pub fn build_extender() -> anyhow::Result<PathBuf> {
     Ok(target.join("debug/muster-scheduler"))
 }
 
-/// One extender process at a time, on a fixed port, its output appended to one log.
+/// One extender process at a time, on fixed ports, its output appended to one log.
 pub struct Extender {
     child: Option<Child>,
+    /// The verbs (`--listen`).
     pub port: u16,
+    /// `/metrics`, `/healthz`, `/readyz` (`--metrics-listen`).
+    pub metrics_port: u16,
     bin: PathBuf,
     kubeconfig: PathBuf,
     pub log: PathBuf,
@@ -55,10 +58,17 @@ pub struct Extender {
 }
 
 impl Extender {
-    pub fn new(bin: PathBuf, kubeconfig: PathBuf, log: PathBuf, port: u16) -> Extender {
+    pub fn new(
+        bin: PathBuf,
+        kubeconfig: PathBuf,
+        log: PathBuf,
+        port: u16,
+        metrics_port: u16,
+    ) -> Extender {
         Extender {
             child: None,
             port,
+            metrics_port,
             bin,
             kubeconfig,
             log,
@@ -76,6 +86,8 @@ impl Extender {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .env("RUST_LOG", "info")
@@ -127,7 +139,7 @@ impl Extender {
     pub async fn ready(&self, deadline: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(self.port, "/readyz").await {
+            if let Ok((200, _)) = http_get(self.metrics_port, "/readyz").await {
                 return Ok(());
             }
             if started.elapsed() > deadline {

@@ -108,6 +108,7 @@ impl Env {
             cluster.kubeconfig_path().to_path_buf(),
             cluster.dir().join("muster-scheduler.log"),
             port,
+            free_port()?,
         );
         ext.spawn()?;
         ext.ready(Duration::from_secs(180)).await?;

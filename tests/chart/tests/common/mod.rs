@@ -2,6 +2,8 @@
 //! manifests, and list the metric names the Muster binaries really export.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod host;
+
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

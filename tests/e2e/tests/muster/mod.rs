@@ -47,7 +47,10 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
 /// The extender process; killed on drop (and with the test process, via PDEATHSIG).
 pub struct Extender {
     child: Option<Child>,
+    /// The verbs (`--listen`).
     pub port: u16,
+    /// `/metrics`, `/healthz`, `/readyz` (`--metrics-listen`).
+    pub metrics_port: u16,
     kubeconfig: PathBuf,
     log: PathBuf,
     args: Vec<String>,
@@ -59,6 +62,7 @@ impl Extender {
         let mut e = Extender {
             child: None,
             port,
+            metrics_port: muster_testcluster_port(),
             kubeconfig: cluster.kubeconfig_path().to_path_buf(),
             log: cluster.dir().join("muster-scheduler.log"),
             args: extra.iter().map(|s| s.to_string()).collect(),
@@ -73,6 +77,7 @@ impl Extender {
         let mut e = Extender {
             child: None,
             port,
+            metrics_port: muster_testcluster_port(),
             kubeconfig: cluster.kubeconfig_path().to_path_buf(),
             log: cluster.dir().join("muster-scheduler.log"),
             args: Vec::new(),
@@ -103,6 +108,8 @@ impl Extender {
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(&self.args)
@@ -124,7 +131,7 @@ impl Extender {
     pub async fn ready(&self) {
         let started = Instant::now();
         loop {
-            if let Ok(body) = http(self.port, "GET", "/readyz", "").await
+            if let Ok(body) = http(self.metrics_port, "GET", "/readyz", "").await
                 && body.0 == 200
             {
                 return;
@@ -164,7 +171,7 @@ impl Extender {
 
     /// A metric's value from /metrics (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let Ok((_, body)) = http(self.port, "GET", "/metrics", "").await else {
+        let Ok((_, body)) = http(self.metrics_port, "GET", "/metrics", "").await else {
             return 0.0;
         };
         body.lines()

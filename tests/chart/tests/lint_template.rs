@@ -30,6 +30,10 @@ const CUSTOM: &[&[&str]] = &[
         "serviceAccount.create=false",
         "scheduler.leaderElection.enabled=false",
     ],
+    &[
+        "scheduler.extender.tls.enabled=true",
+        "scheduler.extender.metricsPort=9000",
+    ],
 ];
 
 #[test]

@@ -37,6 +37,15 @@ fn bad_values_fail_with_a_clear_message() {
             &["/scheduler/extender/metricsPort", "minimum"],
         ),
         (
+            &["scheduler.extender.tls.enabled=yes"],
+            &["/scheduler/extender/tls/enabled", "boolean"],
+        ),
+        (
+            &["scheduler.extender.tls.validityDays=0"],
+            &["/scheduler/extender/tls/validityDays", "minimum"],
+        ),
+        (&["scheduler.extender.tls.rotate=true"], &["rotate"]),
+        (
             &["scheduler.extender.httpTimeout=soon"],
             &["/scheduler/extender/httpTimeout"],
         ),
@@ -116,6 +125,10 @@ fn good_edge_values_pass_the_schema() {
         ],
         &["alerts.idleUtilizationPercent=0"],
         &["node.devicePlugin.resource=example.com/gpu"],
+        &[
+            "scheduler.extender.tls.enabled=true",
+            "scheduler.extender.tls.validityDays=1",
+        ],
     ] {
         render_with(sets);
     }

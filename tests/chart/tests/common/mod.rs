@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod host;
+pub mod tls;
 
 use serde_yaml::Value;
 use std::collections::BTreeSet;

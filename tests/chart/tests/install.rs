@@ -92,9 +92,13 @@ async fn wait_job_bound(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_creates_everything_and_the_examples_schedule() {
-    let cluster = TestCluster::start(ClusterSpec::default())
-        .await
-        .expect("control plane");
+    // Every request is audited: what the ServiceAccount really called is checked at the end.
+    let audit_dir = tempfile::tempdir().expect("audit dir");
+    let (audit_args, audit_log) = audit::audit_flags(audit_dir.path());
+    let mut spec = ClusterSpec::default();
+    spec.extra_args
+        .insert(muster_testcluster::Component::ApiServer, audit_args);
+    let cluster = TestCluster::start(spec).await.expect("control plane");
     let client = cluster.client();
     let kubeconfig = cluster.kubeconfig_path().to_str().unwrap().to_string();
     let chart = chart_dir();
@@ -362,6 +366,7 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
     // Neither component was denied anything by the chart's RBAC.
     let denied = forbidden_lines(&logs);
     assert!(denied.is_empty(), "RBAC denials:\n{denied}");
+    calls_match_declarations(&audit_log);
     // kube-scheduler leads on its own Lease.
     let lease = Api::<Lease>::namespaced(client.clone(), NS)
         .get("muster-scheduler-kube-scheduler")
@@ -384,6 +389,59 @@ async fn helm_install_creates_everything_and_the_examples_schedule() {
         log.lines()
             .any(|l| l.contains("leadership changed") && l.contains("true")),
         "the extender never led:\n{log}"
+    );
+}
+
+/// What the scheduler's ServiceAccount called, per the audit log: no call was refused, and
+/// every call the extender made is one `scheduler/src/access.rs` declares (so the chart, which
+/// the rbac test holds to that list, grants it). kube-scheduler's calls are upstream's business.
+fn calls_match_declarations(log: &std::path::Path) {
+    use muster_api::access::Scope;
+    let user = format!("system:serviceaccount:{NS}:muster-scheduler");
+    let calls: Vec<audit::Call> = audit::calls(log)
+        .into_iter()
+        .filter(|c| c.user == user)
+        .collect();
+    // This test's own probe that the ServiceAccount cannot read Secrets is the one refusal.
+    let probe = |c: &audit::Call| c.resource == "secrets" && c.verb == "list";
+    let refused: Vec<_> = calls
+        .iter()
+        .filter(|c| c.code == 403 && !probe(c))
+        .collect();
+    assert!(refused.is_empty(), "calls refused by RBAC: {refused:#?}");
+    let extender: Vec<_> = calls
+        .iter()
+        .filter(|c| !c.user_agent.starts_with("kube-scheduler") && !probe(c))
+        .collect();
+    assert!(
+        extender.iter().any(|c| c.resource == "pods/binding"),
+        "the audit log shows no Binding by the extender: {} calls",
+        extender.len()
+    );
+    let declared = |c: &audit::Call| {
+        muster_scheduler::access::API_CALLS.iter().any(|a| {
+            a.group == c.group
+                && a.resource == c.resource
+                && a.verbs.contains(&c.verb.as_str())
+                && match a.scope {
+                    Scope::Cluster => true,
+                    Scope::ReleaseNamespace(names) => {
+                        c.namespace == NS
+                            && names
+                                .iter()
+                                .any(|n| n.replace("{release}", "muster-scheduler") == c.name)
+                    }
+                }
+        })
+    };
+    let undeclared: std::collections::BTreeSet<_> = extender
+        .iter()
+        .filter(|c| !declared(c))
+        .map(|c| (&c.verb, &c.group, &c.resource, &c.namespace, &c.name))
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "the extender made calls scheduler/src/access.rs does not declare: {undeclared:#?}"
     );
 }
 

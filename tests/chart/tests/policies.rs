@@ -174,19 +174,27 @@ async fn only_muster_writes_what_muster_trusts() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(message.contains("only by the Muster scheduler"), "{message}");
+    assert!(
+        message.contains("only by the Muster scheduler"),
+        "{message}"
+    );
 
     // The tenant's own pods: created and annotated freely, but not with Muster's keys.
     allowed(
         "tenant creates a plain pod",
         tenant_pods
-            .create(&PostParams::default(), &pod("job-0", None, json!({"team": "a"})))
+            .create(
+                &PostParams::default(),
+                &pod("job-0", None, json!({"team": "a"})),
+            )
             .await,
     );
     let pp = PatchParams::default();
     allowed(
         "tenant annotates its pod",
-        tenant_pods.patch("job-0", &pp, &annotate("team", "b")).await,
+        tenant_pods
+            .patch("job-0", &pp, &annotate("team", "b"))
+            .await,
     );
     for key in [
         "muster.dev/gpu-ids",
@@ -208,7 +216,8 @@ async fn only_muster_writes_what_muster_trusts() {
         scheduler_pods.patch("job-0", &pp, &patch).await,
     );
     // ... and once set, the tenant can neither change nor remove it.
-    let remove = Patch::Merge(json!({"metadata": {"annotations": {"muster.dev/planned-node": null}}}));
+    let remove =
+        Patch::Merge(json!({"metadata": {"annotations": {"muster.dev/planned-node": null}}}));
     refused(
         "tenant removes muster.dev/planned-node",
         tenant_pods.patch("job-0", &pp, &remove).await,
@@ -240,14 +249,19 @@ async fn only_muster_writes_what_muster_trusts() {
     let agent = client_with_token(&cluster, token).await;
 
     let agent_nodes: Api<Node> = Api::all(agent.clone());
-    let gpu_label = |v: &str| Patch::Merge(json!({"metadata": {"labels": {"nvidia.com/gpu.product": v}}}));
+    let gpu_label =
+        |v: &str| Patch::Merge(json!({"metadata": {"labels": {"nvidia.com/gpu.product": v}}}));
     allowed(
         "agent labels its own node",
-        agent_nodes.patch(&node_a, &pp, &gpu_label("NVIDIA-A100")).await,
+        agent_nodes
+            .patch(&node_a, &pp, &gpu_label("NVIDIA-A100"))
+            .await,
     );
     let m = refused(
         "agent labels node B",
-        agent_nodes.patch(&node_b, &pp, &gpu_label("NVIDIA-A100")).await,
+        agent_nodes
+            .patch(&node_b, &pp, &gpu_label("NVIDIA-A100"))
+            .await,
     );
     assert!(m.contains("only its own node"), "{m}");
     let other_label = Patch::Merge(json!({"metadata": {"labels": {"muster.dev/rack": "r9"}}}));

@@ -2,6 +2,7 @@
 //! manifests, and list the metric names the Muster binaries really export.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod audit;
 pub mod host;
 pub mod tls;
 

@@ -74,6 +74,10 @@ pub enum Error {
     #[error("invalid node spec: {0}")]
     NodeSpec(String),
 
+    /// A job operator (tests/tools/operators) could not be prepared or did not become ready.
+    #[error("operator {name}: {detail}")]
+    Operator { name: String, detail: String },
+
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
 }

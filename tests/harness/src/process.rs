@@ -1,6 +1,7 @@
 //! Child processes that cannot outlive the test: each runs in its own process group (so a kill
 //! reaches anything it forks) with PR_SET_PDEATHSIG, and is killed when its handle drops.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -11,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::Component;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 
 type SpawnRequest = (Command, mpsc::SyncSender<std::io::Result<Child>>);
 
@@ -53,27 +54,37 @@ pub struct Proc {
 impl Proc {
     /// Starts `binary args...` with stdout and stderr appended to `log`.
     pub fn spawn(component: Component, binary: &Path, args: &[String], log: &Path) -> Result<Proc> {
-        let mut file: File = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .context(format!("opening log file {}", log.display()))?;
+        Proc::spawn_env(binary, args, &[], log).map_err(|source| Error::Spawn {
+            component,
+            binary: binary.to_path_buf(),
+            log: log.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables and no component (for processes
+    /// that are not part of the control plane, e.g. job operators).
+    pub(crate) fn spawn_env(
+        binary: &Path,
+        args: &[String],
+        env: &[(&str, &OsStr)],
+        log: &Path,
+    ) -> std::io::Result<Proc> {
+        let mut file: File = OpenOptions::new().create(true).append(true).open(log)?;
         // A marker per start: restarts append to the same file.
         writeln!(
             file,
             "=== muster-testcluster: {} {}",
             binary.display(),
             args.join(" ")
-        )
-        .context(format!("writing {}", log.display()))?;
-        let stderr = file
-            .try_clone()
-            .context(format!("duplicating {}", log.display()))?;
+        )?;
+        let stderr = file.try_clone()?;
 
         let parent = std::process::id() as libc::pid_t;
         let mut command = Command::new(binary);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(stderr)
@@ -91,13 +102,8 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = spawn_on_long_lived_thread(command).map_err(|source| Error::Spawn {
-            component,
-            binary: binary.to_path_buf(),
-            log: log.to_path_buf(),
-            source,
-        })?;
-        tracing::debug!(%component, pid = child.id(), "started");
+        let child = spawn_on_long_lived_thread(command)?;
+        tracing::debug!(binary = %binary.display(), pid = child.id(), "started");
         Ok(Proc { child })
     }
 

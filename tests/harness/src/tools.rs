@@ -34,7 +34,11 @@ pub fn bin_dir() -> Result<PathBuf> {
     if let Some(dir) = cached.as_ref() {
         return Ok(dir.clone());
     }
-    let dir = run_build_script()?;
+    let dir = run_script(
+        &build_script(),
+        &["core"],
+        "locating control-plane binaries (builds them on first use)",
+    )?;
     *cached = Some(dir.clone());
     Ok(dir)
 }
@@ -47,16 +51,17 @@ pub fn stages_file(bin_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("stages/fast.yaml"))
 }
 
-fn run_build_script() -> Result<PathBuf> {
-    let script = build_script();
+/// Runs one of the build scripts (`bash <script> <args>`) and returns the directory it prints
+/// last on stdout, relaying its progress (stderr) live.
+pub(crate) fn run_script(script: &Path, args: &[&str], what: &str) -> Result<PathBuf> {
     let fail = |detail: String| Error::ToolsBuild {
-        script: script.clone(),
+        script: script.to_path_buf(),
         detail,
     };
-    tracing::info!(script = %script.display(), "locating control-plane binaries (builds them on first use)");
+    tracing::info!(script = %script.display(), "{what}");
     let mut child = Command::new("bash")
-        .arg(&script)
-        .arg("core")
+        .arg(script)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

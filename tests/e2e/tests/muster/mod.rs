@@ -251,11 +251,19 @@ pub async fn install_crds(cluster: &TestCluster) {
 
 /// A cluster with Muster's CRDs, `nodes`, the extender and kube-scheduler's `muster` profile.
 pub async fn muster_cluster(nodes: &[NodeSpec], extender_args: &[&str]) -> (TestCluster, Extender) {
+    muster_cluster_from(ClusterSpec::default(), nodes, extender_args).await
+}
+
+/// [`muster_cluster`] from a spec of the caller's (e.g. extra kwok flags).
+pub async fn muster_cluster_from(
+    spec: ClusterSpec,
+    nodes: &[NodeSpec],
+    extender_args: &[&str],
+) -> (TestCluster, Extender) {
     let port = muster_testcluster_port();
-    let cluster =
-        TestCluster::start(ClusterSpec::default().with_scheduler_config(scheduler_config(port)))
-            .await
-            .expect("cluster");
+    let cluster = TestCluster::start(spec.with_scheduler_config(scheduler_config(port)))
+        .await
+        .expect("cluster");
     install_crds(&cluster).await;
     for spec in nodes {
         cluster.add_gpu_nodes(spec).await.expect("nodes");

@@ -176,6 +176,13 @@ fn state(pods: &[Pod]) -> Vec<(String, Option<String>, String)> {
 /// bind barrier's Bindings go out together, so one poll may fall between two of them, a
 /// second one 100 ms later may not.
 async fn wait_bound_whole(t: &Training, job: &str, whole: usize) -> Vec<Pod> {
+    wait_bound(t, job, whole, whole).await
+}
+
+/// [`wait_bound_whole`] for a gang whose minimum `min` is below `want`: fewer than `min` bound
+/// is a gang in part, `min` up to `want` is not.
+async fn wait_bound(t: &Training, job: &str, min: usize, want: usize) -> Vec<Pod> {
+    let whole = want;
     let started = Instant::now();
     let mut partial_before = false;
     loop {
@@ -184,10 +191,10 @@ async fn wait_bound_whole(t: &Training, job: &str, whole: usize) -> Vec<Pod> {
         if bound >= whole {
             return pods;
         }
-        let partial = bound > 0;
+        let partial = bound > 0 && bound < min;
         assert!(
             !(partial && partial_before),
-            "{job} bound in part ({bound} of {whole}) on two polls: {:?}\n{}",
+            "{job} bound in part ({bound}, minimum {min}) on two polls: {:?}\n{}",
             state(&pods),
             t.logs()
         );
@@ -308,9 +315,219 @@ async fn a_second_pytorchjob_waits_whole_and_binds_whole_after_the_first() {
     assert_no_gpu_shared(&second);
 }
 
-#[allow(dead_code)]
 async fn priority_class(client: &Client, name: &str, value: i32) {
     let api: Api<PriorityClass> = Api::all(client.clone());
     let pc = serde_json::from_value(json!({"metadata": {"name": name}, "value": value})).unwrap();
     api.create(&PostParams::default(), &pc).await.unwrap();
+}
+
+/// Pods of `job` waiting for a node (not deleted).
+fn pending(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && node_of(p).is_none())
+        .count()
+}
+
+/// Asserts for `quiet` that exactly `bound` of the job's pods stay bound and `waiting` wait.
+async fn stays(t: &Training, job: &str, bound: usize, waiting: usize, quiet: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < quiet {
+        let pods = job_pods(&t.client(), job).await;
+        assert_eq!(
+            (running_bound(&pods), pending(&pods)),
+            (bound, waiting),
+            "{job}: {:?}\n{}",
+            state(&pods),
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// (c) A TFJob with two CPU-only parameter servers and four 8-GPU workers is one gang of six:
+/// all six bind together.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tfjob_with_cpu_parameter_servers_binds_whole() {
+    let t = training_cluster(4).await;
+    create_job(
+        &t,
+        json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "TFJob",
+            "metadata": {"name": "tf"},
+            "spec": {"tfReplicaSpecs": {
+                "PS": replica(2, template("tensorflow", 0, "10m", None)),
+                "Worker": replica(4, template("tensorflow", 8, "10m", None)),
+            }}
+        }),
+    )
+    .await;
+    let pods = wait_bound_whole(&t, "tf", 6).await;
+    assert_gang_form(&t, "tf", 6, &pods).await;
+    assert_no_gpu_shared(&pods);
+    let ps_gpus: usize = pods
+        .iter()
+        .filter(|p| name(p).starts_with("tf-ps-"))
+        .map(|p| gpu_ids(p).len())
+        .sum();
+    assert_eq!(
+        ps_gpus,
+        0,
+        "a parameter server got GPUs: {:?}",
+        state(&pods)
+    );
+}
+
+/// (d) An MPIJob (kubeflow.org/v1): a CPU launcher and two 8-GPU workers bind as one gang.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mpijob_launcher_and_workers_bind_whole() {
+    let t = training_cluster(2).await;
+    create_job(
+        &t,
+        json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "MPIJob",
+            "metadata": {"name": "mpi"},
+            "spec": {"slotsPerWorker": 8, "mpiReplicaSpecs": {
+                "Launcher": replica(1, template("launcher", 0, "10m", None)),
+                "Worker": replica(2, template("worker", 8, "10m", None)),
+            }}
+        }),
+    )
+    .await;
+    let pods = wait_bound_whole(&t, "mpi", 3).await;
+    assert_gang_form(&t, "mpi", 3, &pods).await;
+    assert_no_gpu_shared(&pods);
+}
+
+/// (e) `runPolicy.schedulingPolicy.minAvailable: 4` on a PyTorchJob of six 8-GPU pods with room
+/// for four: the minimum binds, the other two wait; nothing below four is ever bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn min_available_below_the_replica_count_binds_the_minimum() {
+    let t = training_cluster(4).await;
+    let mut job = pytorchjob("pt-min", 5, 8, "10m");
+    job["spec"]["runPolicy"] = json!({"schedulingPolicy": {"minAvailable": 4}});
+    create_job(&t, job).await;
+    let pods = wait_bound_whole(&t, "pt-min", 4).await;
+    assert_gang_form(&t, "pt-min", 4, &pods).await;
+    assert_no_gpu_shared(&pods);
+    stays(&t, "pt-min", 4, 2, Duration::from_secs(5)).await;
+}
+
+/// (f) A PyTorchJob whose pods carry a higher priority class preempts a lower one whole: every
+/// pod of the victim is evicted, none keeps running beside the preemptor, and the preemptor
+/// binds whole. (`runPolicy.schedulingPolicy.priorityClass` is set too, as users do; with
+/// scheduler-plugins PodGroups the operator does not copy it anywhere, the pods' own
+/// `priorityClassName` is what counts.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_higher_priority_pytorchjob_preempts_a_lower_one_whole() {
+    let t = training_cluster(4).await;
+    priority_class(&t.client(), "train-low", 100).await;
+    priority_class(&t.client(), "train-high", 1000).await;
+    let job = |name: &str, pc: &str| {
+        json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": name},
+            "spec": {
+                "runPolicy": {"schedulingPolicy": {"priorityClass": pc}},
+                "pytorchReplicaSpecs": {
+                    "Master": replica(1, template("pytorch", 8, "10m", Some(pc))),
+                    "Worker": replica(3, template("pytorch", 8, "10m", Some(pc))),
+                }}
+        })
+    };
+    create_job(&t, job("pt-low", "train-low")).await;
+    let low = wait_bound_whole(&t, "pt-low", 4).await;
+    let low_uids: Vec<_> = low.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+
+    create_job(&t, job("pt-high", "train-high")).await;
+    let started = Instant::now();
+    let mut partial_before = false;
+    loop {
+        let low = job_pods(&t.client(), "pt-low").await;
+        let high = job_pods(&t.client(), "pt-high").await;
+        // The first generation of the victim: some of it running while some of it is gone
+        // is a gang left in part (tolerated for one poll: deletions go out together).
+        let alive = low
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|u| low_uids.contains(u))
+            })
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        let partial = alive > 0 && alive < 4;
+        assert!(
+            !(partial && partial_before),
+            "pt-low left running in part ({alive} of 4): {:?} / {:?}\n{}",
+            state(&low),
+            state(&high),
+            t.logs()
+        );
+        partial_before = partial;
+        if running_bound(&high) == 4 {
+            assert_eq!(
+                alive,
+                0,
+                "pt-low still running beside pt-high: {:?}",
+                state(&low)
+            );
+            assert_eq!(
+                running_bound(&low),
+                0,
+                "a recreated pt-low pod bound beside pt-high: {:?}",
+                state(&low)
+            );
+            assert_no_gpu_shared(&high);
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "pt-high never bound whole: {:?} / {:?}\n{}",
+            state(&low),
+            state(&high),
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_gang_form(&t, "pt-high", 4, &job_pods(&t.client(), "pt-high").await).await;
+    assert!(
+        t.ext.metric("muster_evictions_total").await >= 4.0,
+        "evictions: {}",
+        t.ext.metric("muster_evictions_total").await
+    );
+    // The operator recreates the victim's pods; they wait, whole, for room.
+    stays(&t, "pt-low", 0, 4, Duration::from_secs(4)).await;
+}
+
+/// (g) An elastic PyTorchJob (`elasticPolicy` 2..4 workers, `minAvailable: 2`) on a cluster
+/// with room for two: two workers bind, two wait; when the job beside it completes, the other
+/// two bind.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_elastic_pytorchjob_starts_at_its_minimum_and_grows() {
+    let t = training_cluster(4).await;
+    create_job(&t, pytorchjob("pt-beside", 1, 8, "20s")).await;
+    wait_bound_whole(&t, "pt-beside", 2).await;
+    create_job(
+        &t,
+        json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": "pt-elastic"},
+            "spec": {
+                "elasticPolicy": {"minReplicas": 2, "maxReplicas": 4, "rdzvBackend": "c10d"},
+                "runPolicy": {"schedulingPolicy": {"minAvailable": 2}},
+                "pytorchReplicaSpecs": {
+                    "Worker": replica(4, template("pytorch", 8, "10m", None)),
+                }}
+        }),
+    )
+    .await;
+    let pods = wait_bound(&t, "pt-elastic", 2, 2).await;
+    assert_gang_form(&t, "pt-elastic", 2, &pods).await;
+    let beside = job_pods(&t.client(), "pt-beside").await;
+    if running_bound(&beside) == 2 {
+        assert_eq!(running_bound(&pods), 2, "{:?}", state(&pods));
+    }
+    let pods = wait_bound(&t, "pt-elastic", 2, 4).await;
+    assert_no_gpu_shared(&pods);
 }

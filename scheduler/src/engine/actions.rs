@@ -64,9 +64,15 @@ pub(super) async fn evict(
             }
             continue;
         }
-        for (ns, name) in pods {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match api.evict(&name, &EvictParams::default()).await {
+        // Every member at once, as the barrier binds: one after the other, the gang was seen
+        // evicted in part (its other members still running) for one round trip per member.
+        let results = futures::future::join_all(pods.iter().map(|(ns, name)| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            async move { api.evict(name, &EvictParams::default()).await }
+        }))
+        .await;
+        for ((ns, name), result) in pods.into_iter().zip(results) {
+            match result {
                 Ok(_) => {
                     metrics.evictions.with_label_values(&["evicted"]).inc();
                     tracing::info!(victim = %gang, pod = %name, preemptor = %preemptor, "evicted");

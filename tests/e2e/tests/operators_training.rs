@@ -531,3 +531,25 @@ async fn an_elastic_pytorchjob_starts_at_its_minimum_and_grows() {
     let pods = wait_bound(&t, "pt-elastic", 2, 4).await;
     assert_no_gpu_shared(&pods);
 }
+
+/// examples/pytorchjob.yaml binds whole (the test only adds kwok's completion delay to its
+/// pod templates, so the pods stay Running).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pytorchjob_example_binds_whole() {
+    let t = training_cluster(4).await;
+    let text = std::fs::read_to_string(repo_root().join("examples/pytorchjob.yaml"))
+        .expect("examples/pytorchjob.yaml");
+    let mut job: Value = serde_yaml::from_str(&text).expect("example YAML");
+    let name = job["metadata"]["name"].as_str().expect("name").to_string();
+    let replicas = job["spec"]["pytorchReplicaSpecs"]
+        .as_object_mut()
+        .expect("pytorchReplicaSpecs");
+    for spec in replicas.values_mut() {
+        spec["template"]["metadata"] =
+            json!({"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "10m"}});
+    }
+    create_job(&t, job).await;
+    let pods = wait_bound_whole(&t, &name, 4).await;
+    assert_gang_form(&t, &name, 4, &pods).await;
+    assert_no_gpu_shared(&pods);
+}

@@ -5,6 +5,7 @@
 //! one process each answer is computed once, across processes the script's lock and cache make
 //! the build happen once per machine.
 
+mod kueue;
 mod training;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::tools;
 
+pub use kueue::{Kueue, KueueConfig};
 pub use training::{TrainingOperator, TrainingOperatorConfig};
 
 /// What `build-operator.sh <name>` produced.

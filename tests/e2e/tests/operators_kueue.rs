@@ -67,10 +67,13 @@ async fn create(t: &Queued, kind: &str, namespaced: bool, obj: Value) {
 /// Six 8-GPU nodes (48 GPUs), Muster, Kueue for batch/v1 Jobs; a ResourceFlavor, a
 /// ClusterQueue of 32 GPUs and a LocalQueue `gpu-queue` in namespace `ml`.
 async fn kueue_cluster() -> Queued {
-    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 6)], &[]).await;
-    let kueue = Kueue::start(&cluster, KueueConfig::default())
-        .await
-        .expect("kueue");
+    kueue_cluster_with(6, 32, KueueConfig::default()).await
+}
+
+/// `nodes` 8-GPU nodes, Kueue started with `config`, a ClusterQueue of `gpu_quota` GPUs.
+async fn kueue_cluster_with(nodes: u32, gpu_quota: u32, config: KueueConfig) -> Queued {
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", nodes)], &[]).await;
+    let kueue = Kueue::start(&cluster, config).await.expect("kueue");
     namespace(&cluster.client(), NS).await;
     let t = Queued {
         kueue,
@@ -96,7 +99,7 @@ async fn kueue_cluster() -> Queued {
             "flavors": [{"name": "default-flavor", "resources": [
                 {"name": "cpu", "nominalQuota": "64"},
                 {"name": "memory", "nominalQuota": "256Gi"},
-                {"name": "nvidia.com/gpu", "nominalQuota": "32"},
+                {"name": "nvidia.com/gpu", "nominalQuota": gpu_quota.to_string()},
             ]}]
         }]}}),
     )
@@ -364,6 +367,80 @@ async fn kueue_admits_jobs_by_quota_and_muster_binds_them_whole() {
     let c = wait_bound_whole(&t, "job-c", 2).await;
     assert_eq!(admitted(&t, "job-c").await, Some(true));
     assert_no_gpu_shared(&c);
+}
+
+/// Kueue's `pod` integration: plain pods in a Kueue pod group get its
+/// `kueue.x-k8s.io/admission` scheduling gate until admitted. With a quota of 16 GPUs on 32,
+/// the first group (2 x 8 GPUs) is admitted and Muster binds it whole; the second stays gated
+/// and unbound, and Muster plans nothing for it: a gang outside Kueue needing the other 16 GPUs
+/// binds at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_kueue_gates_hold_no_capacity_in_musters_plans() {
+    let config = KueueConfig {
+        frameworks: vec!["batch/job".into(), "pod".into()],
+        ..Default::default()
+    };
+    let t = kueue_cluster_with(4, 16, config).await;
+    let group = |name: &str| {
+        let mut pods = gang(name, 2, 8, Gang::Annotation(name, "2"), None);
+        for p in &mut pods {
+            let labels = p.metadata.labels.get_or_insert_with(Default::default);
+            labels.insert("kueue.x-k8s.io/queue-name".into(), QUEUE.into());
+            labels.insert("kueue.x-k8s.io/pod-group-name".into(), name.into());
+            p.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert("kueue.x-k8s.io/pod-group-total-count".into(), "2".into());
+        }
+        pods
+    };
+    let gated = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| g.iter().any(|g| g.name == "kueue.x-k8s.io/admission"))
+    };
+    create_pods(&t.client(), NS, group("pg-a")).await;
+    let a = wait_pods(&t.client(), NS, "pg-a-", "pg-a bound whole", |p| {
+        bound_count(p) == 2
+    })
+    .await;
+    assert!(!a.iter().any(gated), "{:?}", state(&a));
+    create_pods(&t.client(), NS, group("pg-b")).await;
+    let b = pods_with_prefix(&t.client(), NS, "pg-b-").await;
+    assert!(
+        b.iter().all(gated),
+        "Kueue's pod webhook did not gate pg-b: {:?}\n{}",
+        b.iter()
+            .map(|p| p.spec.clone().and_then(|s| s.scheduling_gates))
+            .collect::<Vec<_>>(),
+        t.logs()
+    );
+
+    let free = gang("free", 2, 8, Gang::Annotation("free", "2"), None);
+    create_pods(&t.client(), NS, free).await;
+    let started = Instant::now();
+    loop {
+        let free = pods_with_prefix(&t.client(), NS, "free-").await;
+        let b = pods_with_prefix(&t.client(), NS, "pg-b-").await;
+        assert_eq!(bound_count(&b), 0, "gated pg-b bound: {:?}", state(&b));
+        if bound_count(&free) == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gang outside Kueue did not bind at once (Muster plans the gated pg-b?): \
+             {:?} / pg-b {:?}\n{}",
+            state(&free),
+            state(&b),
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = pods_with_prefix(&t.client(), NS, "pg-b-").await;
+    assert!(b.iter().all(gated), "{:?}", state(&b));
+    let all = [a, pods_with_prefix(&t.client(), NS, "free-").await].concat();
+    assert_no_gpu_shared(&all);
 }
 
 /// No GPU UUID on two unfinished pods.

@@ -23,7 +23,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -40,9 +40,10 @@ use serde_json::{Value, json};
 
 use crate::cluster::TestCluster;
 use crate::error::{Context, Error, Result};
+use crate::operators::process::OperatorProcess;
 use crate::operators::{OperatorBuild, build_async};
-use crate::process::{Proc, log_tail};
-use crate::{ports, probe};
+use crate::ports;
+use crate::process::Proc;
 
 /// The operator's name in tests/tools/operators.
 pub const NAME: &str = "kueue";
@@ -104,13 +105,12 @@ impl Default for KueueConfig {
 
 /// A running Kueue; killed on drop (and with the test process).
 pub struct Kueue {
-    proc: Option<Proc>,
+    process: OperatorProcess,
     pub build: OperatorBuild,
     pub webhook_port: u16,
     pub metrics_port: u16,
     pub health_port: u16,
     pub config_path: PathBuf,
-    log: PathBuf,
 }
 
 struct WebhookCerts {
@@ -355,16 +355,16 @@ impl Kueue {
         let proc = Proc::spawn_env(&build.binary(), &args, &[], &log)
             .map_err(|e| fail(format!("cannot start {}: {e}", build.binary().display())))?;
         let mut op = Kueue {
-            proc: Some(proc),
+            process: OperatorProcess::new(NAME, proc, webhook_port, health_port, log),
             build,
             webhook_port,
             metrics_port,
             health_port,
             config_path,
-            log,
         };
-        op.ready(Duration::from_secs(180)).await?;
-        op.webhooks_served(&paths, &certs.ca_der, Duration::from_secs(60))
+        op.process.ready(Duration::from_secs(180)).await?;
+        op.process
+            .webhooks_served(&paths, &certs.ca_der, Duration::from_secs(60))
             .await?;
 
         // Registered once served, so no request of the cluster meets a closed port.
@@ -387,96 +387,21 @@ impl Kueue {
         Ok(op)
     }
 
-    async fn ready(&mut self, deadline: Duration) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.proc.as_mut().and_then(|p| p.exited()) {
-                return Err(fail(format!(
-                    "exited ({status}) before it was ready\n  log file: {}\n--- last lines ---\n{}",
-                    self.log.display(),
-                    self.log_tail(30)
-                )));
-            }
-            let last = match probe::http_get(self.health_port, "/readyz").await {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            if started.elapsed() > deadline {
-                return Err(fail(format!(
-                    "not ready after {}s ({last})\n  log file: {}\n--- last lines ---\n{}",
-                    deadline.as_secs(),
-                    self.log.display(),
-                    self.log_tail(30)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Waits until every path answers something but 404 over TLS from 127.0.0.1 with the
-    /// test CA (what the API server will do).
-    async fn webhooks_served(
-        &self,
-        paths: &[String],
-        ca_der: &[u8],
-        deadline: Duration,
-    ) -> Result<()> {
-        let url = format!("https://127.0.0.1:{}", self.webhook_port)
-            .parse()
-            .map_err(|e| fail(format!("webhook url: {e}")))?;
-        let mut config = kube::Config::new(url);
-        config.root_cert = Some(vec![ca_der.to_vec()]);
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(Duration::from_secs(5));
-        let client = kube::Client::try_from(config).map_err(|e| fail(format!("client: {e}")))?;
-        let started = Instant::now();
-        for path in paths {
-            loop {
-                let request = http::Request::post(path.as_str())
-                    .header("Content-Type", "application/json")
-                    .body(b"{}".to_vec())
-                    .map_err(|e| fail(format!("request: {e}")))?;
-                let last = match client.send(request.map(kube::client::Body::from)).await {
-                    Ok(r) if r.status() != http::StatusCode::NOT_FOUND => break,
-                    Ok(r) => format!("{}", r.status()),
-                    Err(e) => e.to_string(),
-                };
-                if started.elapsed() > deadline {
-                    return Err(fail(format!(
-                        "webhook {path} not served after {}s ({last}); log: {}",
-                        deadline.as_secs(),
-                        self.log.display()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-        Ok(())
-    }
-
     pub fn log_path(&self) -> &Path {
-        &self.log
+        self.process.log_path()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(&self.log, lines)
+        self.process.log_tail(lines)
     }
 
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
-        self.proc.as_mut().is_some_and(|p| p.exited().is_none())
+        self.process.is_running()
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
-    }
-}
-
-impl Drop for Kueue {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 

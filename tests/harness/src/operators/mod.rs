@@ -6,6 +6,7 @@
 //! the build happen once per machine.
 
 mod kueue;
+mod process;
 mod training;
 
 use std::collections::HashMap;

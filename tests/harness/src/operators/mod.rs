@@ -5,9 +5,12 @@
 //! one process each answer is computed once, across processes the script's lock and cache make
 //! the build happen once per machine.
 
+mod jobset;
 mod kueue;
 mod process;
+mod trainer;
 mod training;
+mod webhook_tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::tools;
 
+pub use jobset::{JobSet, JobSetConfig};
 pub use kueue::{Kueue, KueueConfig};
+pub use trainer::{Trainer, TrainerConfig};
 pub use training::{TrainingOperator, TrainingOperatorConfig};
 
 /// What `build-operator.sh <name>` produced.

@@ -6,6 +6,8 @@
 //! the build happen once per machine.
 
 mod jobset;
+mod katib;
+mod katib_services;
 mod kueue;
 mod process;
 mod trainer;
@@ -22,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::tools;
 
 pub use jobset::{JobSet, JobSetConfig};
+pub use katib::{Katib, KatibConfig};
+pub use katib_services::{KatibDb, KatibSuggestion};
 pub use kueue::{Kueue, KueueConfig};
 pub use trainer::{Trainer, TrainerConfig};
 pub use training::{TrainingOperator, TrainingOperatorConfig};

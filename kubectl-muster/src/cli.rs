@@ -113,6 +113,10 @@ pub struct Global {
     /// Timeout of each API request.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// A `spec.schedulerName` whose pods are Muster's; repeat as the scheduler's own
+    /// `--scheduler-name` flags [default: muster].
+    #[arg(long = "scheduler-name", global = true, value_name = "NAME")]
+    pub scheduler_names: Vec<String>,
     /// Render every age and waiting time as `<t>` (stable output for tests and docs).
     #[arg(long, global = true, hide = true)]
     pub mask_times: bool,

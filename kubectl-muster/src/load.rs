@@ -9,6 +9,7 @@ use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
+use muster_api::SchedulerNames;
 use muster_crds::compat::{coscheduling, volcano};
 use muster_crds::{GpuNode, PodGroup};
 use serde::de::DeserializeOwned;
@@ -17,6 +18,7 @@ use std::fmt::Debug;
 /// A client for the selected kubeconfig context, and the namespace kubectl would use.
 pub struct Connection {
     pub client: Client,
+    pub scheduler_names: SchedulerNames,
     pub server: String,
     pub namespace: String,
 }
@@ -54,8 +56,11 @@ pub async fn connect(g: &Global) -> Result<Connection, Error> {
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config)
         .map_err(|e| Error::Config(format!("building the client for {server}: {e}")))?;
+    let scheduler_names = SchedulerNames::new(g.scheduler_names.iter().cloned())
+        .map_err(|e| Error::Config(format!("--scheduler-name: {e}")))?;
     Ok(Connection {
         client,
+        scheduler_names,
         server,
         namespace,
     })
@@ -97,6 +102,7 @@ pub async fn scene(conn: &Connection, now: i64) -> Result<Scene, Error> {
         events: take(preempted, &mut warnings)?,
         warnings: Vec::new(),
         now,
+        scheduler_names: conn.scheduler_names.clone(),
     };
     // Both muster.dev kinds missing: one line, not two.
     if warnings

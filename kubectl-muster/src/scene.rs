@@ -4,7 +4,8 @@
 use k8s_openapi::api::core::v1::{Event, Node, Pod, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
-use muster_api::names;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use muster_api::{SchedulerNames, names};
 use muster_core::{GangKey, Plan, PlannerConfig};
 use muster_crds::compat::{coscheduling, volcano};
 use muster_crds::{GpuNode, PodGroup};
@@ -30,6 +31,8 @@ pub struct Scene {
     pub warnings: Vec<String>,
     /// Unix seconds of "now".
     pub now: i64,
+    /// Which pods are Muster's (`--scheduler-name`, as the scheduler was started with).
+    pub scheduler_names: SchedulerNames,
 }
 
 /// The snapshot and a fresh plan: what the scheduler would decide right now.
@@ -56,6 +59,7 @@ impl Scene {
             upstream: self.upstream.clone(),
             priority_classes: self.priority_classes.clone(),
             gpu_nodes: self.gpu_nodes.clone(),
+            scheduler_names: self.scheduler_names.clone(),
         }
     }
 
@@ -79,13 +83,34 @@ impl Scene {
     pub fn gang_pods(&self) -> BTreeMap<GangKey, Vec<&Pod>> {
         let mut out: BTreeMap<GangKey, Vec<&Pod>> = BTreeMap::new();
         for p in &self.pods {
-            let ours = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
-                == Some(names::SCHEDULER_NAME);
+            let ours = self
+                .scheduler_names
+                .contains(p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()));
             if ours {
                 out.entry(gang_of(p).key).or_default().push(p);
             }
         }
         out
+    }
+
+    /// The object that made the gang, as `Kind/name`: the controller (else first) owner of its
+    /// PodGroup (PyTorchJob, TrainJob, RayCluster, ...), else of its first pod (a Job).
+    pub fn gang_owner(&self, key: &GangKey, pods: &[&Pod]) -> Option<String> {
+        let named = |m: &ObjectMeta| {
+            m.namespace.as_deref() == Some(key.namespace.as_str())
+                && m.name.as_deref() == Some(key.name.as_str())
+        };
+        let group_meta = self
+            .pod_groups
+            .iter()
+            .map(|g| &g.metadata)
+            .chain(self.coscheduling.iter().map(|g| &g.metadata))
+            .chain(self.volcano.iter().map(|g| &g.metadata))
+            .chain(self.upstream.iter().map(|g| &g.metadata))
+            .find(|m| named(m));
+        group_meta
+            .and_then(owner_of)
+            .or_else(|| pods.iter().find_map(|p| owner_of(&p.metadata)))
     }
 
     /// Last preemption of each gang, from the scheduler's `Preempted` events
@@ -120,6 +145,16 @@ pub fn analyse_objects(objects: CacheObjects, now: i64) -> Analysis {
         .cluster
         .plan(&snapshot.pending, now, &PlannerConfig::default());
     Analysis { snapshot, plan }
+}
+
+/// `Kind/name` of the controller owner, else of the first owner.
+fn owner_of(meta: &ObjectMeta) -> Option<String> {
+    let owners = meta.owner_references.as_ref()?;
+    let owner = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first())?;
+    Some(format!("{}/{}", owner.kind, owner.name))
 }
 
 fn parse_preempted(msg: &str) -> Option<(GangKey, String)> {
@@ -208,5 +243,22 @@ mod tests {
     fn times_parse() {
         assert_eq!(parse_time("1970-01-01T00:01:00Z"), Some(60));
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn pods_of_an_added_scheduler_name_are_gang_members_only_when_configured() {
+        let mut scene = crate::testing::scene();
+        let before = scene.gang_pods().values().map(Vec::len).sum::<usize>();
+        for p in &mut scene.pods {
+            if let Some(spec) = p.spec.as_mut() {
+                spec.scheduler_name = Some("scheduler-plugins-scheduler".into());
+            }
+        }
+        assert!(scene.gang_pods().is_empty());
+        scene.scheduler_names =
+            SchedulerNames::new(["muster", "scheduler-plugins-scheduler"]).unwrap();
+        let after = scene.gang_pods().values().map(Vec::len).sum::<usize>();
+        assert_eq!(after, before);
+        assert!(before > 0);
     }
 }

@@ -123,6 +123,13 @@ fn pg(ns: &str, name: &str, min: i32, class: &str, age: i64) -> Value {
     })
 }
 
+/// `obj` controlled by `kind/name` (what an operator sets on the PodGroup it makes).
+fn owned(mut obj: Value, api_version: &str, kind: &str, name: &str) -> Value {
+    obj["metadata"]["ownerReferences"] = json!([{"apiVersion": api_version, "kind": kind,
+        "name": name, "uid": format!("uid-{name}"), "controller": true}]);
+    obj
+}
+
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("test object")
 }
@@ -222,7 +229,12 @@ pub fn scene() -> Scene {
         pods: pods.into_iter().map(|p| parse(pod(p))).collect(),
         gpu_nodes: vec![gpu_node("a100-0")],
         pod_groups: vec![
-            parse(pg("ml", "train-a", 2, "low", 3600)),
+            parse(owned(
+                pg("ml", "train-a", 2, "low", 3600),
+                "kubeflow.org/v1",
+                "PyTorchJob",
+                "train-a",
+            )),
             parse(pg("ml", "big-c", 1, "low", 300)),
             parse(pg("team-q", "wait-d", 3, "none", 120)),
         ],

@@ -12,6 +12,7 @@ use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use muster_api::SchedulerNames;
 use muster_core::NodeInfo;
 use muster_crds::compat::{coscheduling, volcano};
 use muster_crds::{GpuNode, PodGroup};
@@ -52,6 +53,8 @@ pub struct Cache {
     /// GpuNodes have been listed once: until then a node without a fixture label may only
     /// look GPU-less (its GPUs' identities are not known yet).
     gpu_nodes_listed: Arc<AtomicBool>,
+    /// Which pods are Muster's (kube-scheduler runs a profile per name).
+    scheduler_names: Arc<SchedulerNames>,
 }
 
 impl Cache {
@@ -90,6 +93,7 @@ impl Cache {
             node_generation,
             changed,
             gpu_nodes_listed: Arc::default(),
+            scheduler_names: Arc::default(),
         };
         {
             let (store, listed) = (cache.gpu_nodes.clone(), cache.gpu_nodes_listed.clone());
@@ -146,7 +150,24 @@ impl Cache {
             node_generation: Arc::new(AtomicU64::new(1)),
             changed: Arc::new(Notify::new()),
             gpu_nodes_listed: Arc::new(AtomicBool::new(true)),
+            scheduler_names: Arc::new(objects.scheduler_names),
         }
+    }
+
+    /// Pods with one of these `spec.schedulerName`s are Muster's (default: `muster`).
+    pub fn with_scheduler_names(mut self, names: SchedulerNames) -> Cache {
+        self.scheduler_names = Arc::new(names);
+        self
+    }
+
+    /// Whether the pod opted into Muster by one of its scheduler names.
+    pub fn is_ours(&self, pod: &Pod) -> bool {
+        self.scheduler_names
+            .contains(pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()))
+    }
+
+    pub fn scheduler_names(&self) -> &SchedulerNames {
+        &self.scheduler_names
     }
 
     /// The same cache as if its GpuNode list had not arrived yet (tests of startup).
@@ -252,6 +273,8 @@ pub struct CacheObjects {
     pub upstream: Vec<UpstreamPodGroup>,
     pub priority_classes: Vec<PriorityClass>,
     pub gpu_nodes: Vec<GpuNode>,
+    /// Which pods are Muster's (default: `muster`).
+    pub scheduler_names: SchedulerNames,
 }
 
 fn filled<K>(objects: Vec<K>) -> Store<K>

@@ -13,11 +13,15 @@ use std::time::Duration;
     about = "Muster's gang-scheduling kube-scheduler extender"
 )]
 pub struct Flags {
-    /// YAML file with any of: listen, metricsListen, tlsCertFile, tlsKeyFile, tlsClientCaFile,
+    /// YAML file with any of: schedulerNames, listen, metricsListen, tlsCertFile, tlsKeyFile, tlsClientCaFile,
     /// barrierTimeoutSeconds, reserveAfterSeconds, maxReservations, preemption, leaderElect,
     /// leaseNamespace, followLease, report.
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// A `spec.schedulerName` whose pods are Muster's; repeat for several (one kube-scheduler
+    /// profile each, e.g. `scheduler-plugins-scheduler` for KubeRay) [default: muster].
+    #[arg(long = "scheduler-name", value_name = "NAME")]
+    pub scheduler_names: Vec<String>,
     /// Address of the extender verbs (/filter, /prioritize, /preempt, /bind), which only
     /// kube-scheduler may call [default: 127.0.0.1:8888, loopback].
     #[arg(long, env = "MUSTER_LISTEN")]
@@ -77,6 +81,7 @@ const MAX_RESERVATIONS: usize = 1024;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
+    pub scheduler_names: Option<Vec<String>>,
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,
@@ -109,6 +114,7 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub scheduler_names: muster_api::SchedulerNames,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     /// HTTPS with client certificates on the verbs; plain HTTP when `None`.
@@ -180,7 +186,14 @@ impl Config {
             flags.tls_key_file.or(file.tls_key_file),
             flags.tls_client_ca_file.or(file.tls_client_ca_file),
         )?;
+        let scheduler_names = if flags.scheduler_names.is_empty() {
+            file.scheduler_names.unwrap_or_default()
+        } else {
+            flags.scheduler_names
+        };
+        let scheduler_names = muster_api::SchedulerNames::new(scheduler_names)?;
         Ok(Config {
+            scheduler_names,
             listen,
             metrics_listen,
             tls,
@@ -285,6 +298,26 @@ mod tests {
             let err = Config::resolve(Flags::parse_from(["x", flag, value])).unwrap_err();
             assert!(err.to_string().contains(needle), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn scheduler_names_default_to_muster_and_may_be_added() {
+        let c = Config::resolve(Flags::parse_from(["x"])).unwrap();
+        assert_eq!(c.scheduler_names, muster_api::SchedulerNames::default());
+        let c = Config::resolve(Flags::parse_from([
+            "x",
+            "--scheduler-name",
+            "muster",
+            "--scheduler-name=scheduler-plugins-scheduler",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.scheduler_names.to_string(),
+            "muster, scheduler-plugins-scheduler"
+        );
+        let err = Config::resolve(Flags::parse_from(["x", "--scheduler-name", "Not_A_Name"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("DNS-1123"), "{err}");
     }
 
     #[test]

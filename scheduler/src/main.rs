@@ -100,7 +100,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         "extender listening: verbs on listen, /metrics /healthz /readyz on metrics_listen"
     );
 
-    let cache = Cache::start(client.clone(), Duration::from_secs(60)).await?;
+    let cache = Cache::start(client.clone(), Duration::from_secs(60))
+        .await?
+        .with_scheduler_names(config.scheduler_names.clone());
+    tracing::info!(scheduler_names = %config.scheduler_names, "scheduling pods with these spec.schedulerName");
     let engine = Engine::new(
         cache,
         client.clone(),

@@ -2,6 +2,7 @@
 //!
 //! - [`access`]: the API calls each binary makes (its RBAC is checked against them).
 //! - [`names`]: well-known labels, annotations, resource and scheduler names.
+//! - [`scheduler_names`]: which `spec.schedulerName`s are Muster's (configurable).
 //! - [`topology`]: the GPU link model (NVLink counts and PCIe levels, in the `nvidia-smi topo -m`
 //!   legend) and its scores.
 //! - [`machines`]: machine fixtures describing real GPU servers, shared by the fake NVML, the
@@ -10,6 +11,8 @@
 pub mod access;
 pub mod machines;
 pub mod names;
+pub mod scheduler_names;
 pub mod topology;
 
+pub use scheduler_names::SchedulerNames;
 pub use topology::{Link, LinkMatrix, PcieLevel, TopologyError};

@@ -163,6 +163,7 @@ fn empty_row(key: &GangKey) -> JobRow {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         kind: "-".into(),
+        owner: None,
         queue: "default".into(),
         priority: 0,
         ready: 0,

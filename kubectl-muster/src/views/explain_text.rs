@@ -31,6 +31,9 @@ pub fn text(e: &Explanation, style: &Style) -> String {
     let mut out = String::new();
     heading(&mut out, style, &format!("Gang {}/{}", g.namespace, g.name));
     line(&mut out, style, "Kind:", &g.kind);
+    if let Some(owner) = &g.owner {
+        line(&mut out, style, "Owner:", owner);
+    }
     line(
         &mut out,
         style,

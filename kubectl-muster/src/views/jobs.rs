@@ -13,6 +13,8 @@ pub struct JobRow {
     pub name: String,
     /// Where the gang is defined (`PodGroup.muster.dev`, `annotation muster.dev/gang`, ...).
     pub kind: String,
+    /// The job object that made the gang (`PyTorchJob/pt-a`, `RayCluster/ray`, `Job/x`).
+    pub owner: Option<String>,
     pub queue: String,
     pub priority: i32,
     pub ready: u32,
@@ -123,6 +125,7 @@ pub fn rows(scene: &Scene, analysis: &Analysis, namespace: Option<&str>) -> Vec<
                 .or_else(|| preempting.map(|p| p.message.clone()))
                 .or_else(|| last_preempted.map(|p| format!("preempted by {}", p.by)));
             JobRow {
+                owner: scene.gang_owner(&key, &pods),
                 kind,
                 queue,
                 priority,
@@ -167,6 +170,7 @@ pub fn render(
     }
     headers.extend([
         "NAME",
+        "OWNER",
         "QUEUE",
         "PRIORITY",
         "READY/MIN/TOTAL",
@@ -186,6 +190,7 @@ pub fn render(
         }
         row.extend([
             Cell::new(r.name.as_str()),
+            Cell::new(r.owner.as_deref().unwrap_or("-")),
             Cell::new(r.queue.as_str()),
             Cell::new(r.priority.to_string()),
             Cell::colored(

@@ -10,7 +10,6 @@ use super::{Answer, Engine, State, now_secs};
 use crate::gang::gang_of;
 use crate::snapshot::{self, PendingMember};
 use k8s_openapi::api::core::v1::Pod;
-use muster_api::names;
 use muster_core::PlannerConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,7 +117,7 @@ impl Engine {
                 continue;
             };
             let spec = p.spec.as_ref();
-            if spec.and_then(|s| s.scheduler_name.as_deref()) != Some(names::SCHEDULER_NAME) {
+            if !self.cache.is_ours(&p) {
                 continue;
             }
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());

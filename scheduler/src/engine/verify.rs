@@ -6,7 +6,6 @@
 use crate::cache::Cache;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
-use muster_api::names;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ pub(super) fn cached_pod(cache: &Cache, requested: &Pod) -> Result<Arc<Pod>, Ref
     let Some(pod) = cache.pods.get(&ObjectRef::new(name).within(ns)) else {
         return Err(Refusal::NotCached);
     };
-    check(&pod, uid)?;
+    check(cache, &pod, uid)?;
     Ok(pod)
 }
 
@@ -62,7 +61,7 @@ pub(super) async fn cached_pod_waiting(
     }
 }
 
-fn check(pod: &Pod, uid: &str) -> Result<(), Refusal> {
+fn check(cache: &Cache, pod: &Pod, uid: &str) -> Result<(), Refusal> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     if pod.metadata.uid.as_deref() != Some(uid) {
@@ -71,10 +70,10 @@ fn check(pod: &Pod, uid: &str) -> Result<(), Refusal> {
         )));
     }
     let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.scheduler_name.as_deref()) != Some(names::SCHEDULER_NAME) {
+    if !cache.is_ours(pod) {
         return Err(Refusal::Forged(format!(
-            "pod {ns}/{name} is not scheduled by {}",
-            names::SCHEDULER_NAME
+            "pod {ns}/{name} is not scheduled by Muster (its scheduler names: {})",
+            cache.scheduler_names()
         )));
     }
     if let Some(node) = spec.and_then(|s| s.node_name.as_deref()) {
@@ -138,5 +137,19 @@ mod tests {
             cached_pod(&c, &anonymous),
             Err(Refusal::Forged(_))
         ));
+    }
+
+    #[test]
+    fn a_configured_extra_scheduler_name_is_ours_and_only_then() {
+        let plugins = pod("ray-head", "u1", "scheduler-plugins-scheduler", None);
+        let default_names = cache(vec![plugins.clone()]);
+        assert!(matches!(
+            cached_pod(&default_names, &plugins),
+            Err(Refusal::Forged(_))
+        ));
+        let names =
+            muster_api::SchedulerNames::new(["muster", "scheduler-plugins-scheduler"]).unwrap();
+        let extra = cache(vec![plugins.clone()]).with_scheduler_names(names);
+        assert!(cached_pod(&extra, &plugins).is_ok());
     }
 }

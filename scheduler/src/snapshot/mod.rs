@@ -140,8 +140,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
             .and_then(|s| s.phase.as_deref())
             .unwrap_or("Pending");
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-        let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
-            == Some(names::SCHEDULER_NAME);
+        let ours = cache.is_ours(&pod);
         let gref = gang_of(&pod);
         let info = gangs
             .entry(gref.key.clone())

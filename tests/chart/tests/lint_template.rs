@@ -14,6 +14,7 @@ const CUSTOM: &[&[&str]] = &[
         "scheduler.replicas=3",
         "scheduler.kubeScheduler.image.tag=v1.33.4",
         "scheduler.schedulerName=gang",
+        "scheduler.additionalSchedulerNames={scheduler-plugins-scheduler}",
     ],
     &["node.enabled=false", "dashboard.enabled=false"],
     &["scheduler.enabled=false"],
@@ -127,6 +128,22 @@ fn custom_values_reach_the_manifests() {
     let cfg: serde_yaml::Value =
         serde_yaml::from_str(cm["data"]["scheduler-config.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(cfg["profiles"][0]["schedulerName"].as_str(), Some("gang"));
+    // One profile per name, the extender told every name (else it refuses those pods).
+    assert_eq!(
+        cfg["profiles"][1]["schedulerName"].as_str(),
+        Some("scheduler-plugins-scheduler")
+    );
+    assert_eq!(
+        cfg["profiles"][1]["percentageOfNodesToScore"].as_i64(),
+        Some(100)
+    );
+    let command = strs(&containers[1]["command"]);
+    for name in ["gang", "scheduler-plugins-scheduler"] {
+        assert!(
+            command.contains(&format!("--scheduler-name={name}")),
+            "{command:?}"
+        );
+    }
 
     let objs = objects(CUSTOM[6]);
     let dep = one(&objs, "Deployment", "muster-scheduler");

@@ -113,7 +113,8 @@ fn scheduler_pod_runs_kube_scheduler_and_the_extender_with_real_flags() {
         let flag = arg.trim_start_matches("--").split('=').next().unwrap();
         let field = flag.replace('-', "_");
         assert!(
-            flags_src.contains(&format!("pub {field}:")),
+            flags_src.contains(&format!("pub {field}:"))
+                || flags_src.contains(&format!("long = \"{flag}\"")),
             "muster-scheduler has no flag --{flag}"
         );
     }

@@ -82,7 +82,8 @@ log "built $binary in $((SECONDS - start))s"
 
 # The published manifests, from the module as downloaded (read-only, never edited). An entry
 # `<module>:<path>` names a file or directory of a dependency at the version the operator's
-# go.mod selects (e.g. the PodGroup CRD of the gang scheduler it was compiled against).
+# go.mod selects (e.g. the PodGroup CRD of the gang scheduler it was compiled against), and
+# `<module>@<version>:<path>` one of a module at that exact version.
 module_dir() { # module
   local d
   d="$(cd "$dir" && go list -m -f '{{.Dir}}' "$1")"
@@ -93,8 +94,17 @@ module_dir() { # module
   [ -d "$d" ] || die "cannot locate the module directory of $1 (from $dir)"
   echo "$d"
 }
+# `<module>@<version>:<path>`: a module outside the operator's build list (e.g. the gang
+# scheduler whose PodGroup CRD the operator writes but whose API module ships no CRDs).
+pinned_module_dir() { # module@version
+  local d
+  d="$(cd "$root" && go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  [ -d "$d" ] || die "cannot download $1 (from $dir)"
+  echo "$d"
+}
 resolve() { # entry -> absolute path
   case "$1" in
+    *@*:*) echo "$(pinned_module_dir "${1%%:*}")/${1#*:}" ;;
     *:*) echo "$(module_dir "${1%%:*}")/${1#*:}" ;;
     *) echo "$(module_dir "$MODULE")/$1" ;;
   esac

@@ -218,6 +218,19 @@ pub async fn http(
 
 /// KubeSchedulerConfiguration with one profile, `muster`, calling the extender.
 pub fn scheduler_config(port: u16) -> String {
+    scheduler_config_named(port, &[])
+}
+
+/// [`scheduler_config`] with a profile for each of `extra_names` besides `muster` (as the
+/// chart's `scheduler.additionalSchedulerNames` renders it).
+pub fn scheduler_config_named(port: u16, extra_names: &[&str]) -> String {
+    let mut profiles = String::new();
+    for name in std::iter::once(&"muster").chain(extra_names) {
+        // The extender answers with the planned node: check every node, not a sample.
+        profiles.push_str(&format!(
+            "- schedulerName: {name}\n  percentageOfNodesToScore: 100\n"
+        ));
+    }
     format!(
         r#"apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -225,10 +238,7 @@ kind: KubeSchedulerConfiguration
 podInitialBackoffSeconds: 1
 podMaxBackoffSeconds: 2
 profiles:
-- schedulerName: muster
-  # The extender answers with the planned node: check every node, not a sample.
-  percentageOfNodesToScore: 100
-extenders:
+{profiles}extenders:
 - urlPrefix: "http://127.0.0.1:{port}"
   filterVerb: filter
   prioritizeVerb: prioritize
@@ -260,15 +270,40 @@ pub async fn muster_cluster_from(
     nodes: &[NodeSpec],
     extender_args: &[&str],
 ) -> (TestCluster, Extender) {
+    muster_cluster_named(spec, nodes, extender_args, &[]).await
+}
+
+/// [`muster_cluster_from`] where pods of `extra_names` are Muster's too (a kube-scheduler
+/// profile and an extender `--scheduler-name` each).
+pub async fn muster_cluster_named(
+    spec: ClusterSpec,
+    nodes: &[NodeSpec],
+    extender_args: &[&str],
+    extra_names: &[&str],
+) -> (TestCluster, Extender) {
     let port = muster_testcluster_port();
-    let cluster = TestCluster::start(spec.with_scheduler_config(scheduler_config(port)))
-        .await
-        .expect("cluster");
+    let cluster =
+        TestCluster::start(spec.with_scheduler_config(scheduler_config_named(port, extra_names)))
+            .await
+            .expect("cluster");
     install_crds(&cluster).await;
     for spec in nodes {
         cluster.add_gpu_nodes(spec).await.expect("nodes");
     }
-    let ext = Extender::start(&cluster, port, extender_args);
+    let names: Vec<String> = if extra_names.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once(&"muster")
+            .chain(extra_names)
+            .map(|n| format!("--scheduler-name={n}"))
+            .collect()
+    };
+    let args: Vec<&str> = extender_args
+        .iter()
+        .copied()
+        .chain(names.iter().map(String::as_str))
+        .collect();
+    let ext = Extender::start(&cluster, port, &args);
     ext.ready().await;
     (cluster, ext)
 }

@@ -8,6 +8,7 @@
 mod jobset;
 mod katib;
 mod katib_services;
+mod kuberay;
 mod kueue;
 mod process;
 mod trainer;
@@ -26,6 +27,7 @@ use crate::tools;
 pub use jobset::{JobSet, JobSetConfig};
 pub use katib::{Katib, KatibConfig};
 pub use katib_services::{KatibDb, KatibSuggestion};
+pub use kuberay::{KubeRay, KubeRayConfig};
 pub use kueue::{Kueue, KueueConfig};
 pub use trainer::{Trainer, TrainerConfig};
 pub use training::{TrainingOperator, TrainingOperatorConfig};

@@ -198,31 +198,6 @@ async fn pod_group(client: &Client, group: &str, version: &str, name: &str) -> O
     pg.map(|pg| pg.data)
 }
 
-/// `kubectl muster ARGS -n ray --scheduler-name muster --scheduler-name scheduler-plugins-scheduler`.
-fn kubectl_muster(t: &Ray, args: &[&str]) -> String {
-    let bin = workspace_binary("kubectl-muster", "kubectl-muster");
-    let out = std::process::Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(t.cluster.kubeconfig_path())
-        .args(["--no-color", "-n", NS])
-        .args([
-            "--scheduler-name",
-            "muster",
-            "--scheduler-name",
-            SCHEDULER_PLUGINS_NAME,
-        ])
-        .args(args)
-        .output()
-        .expect("running kubectl-muster");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl muster {args:?}: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn scheduler_name(p: &Pod) -> Option<&str> {
     p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
 }
@@ -274,14 +249,19 @@ async fn the_raycluster_example_binds_whole_and_a_second_waits_whole() {
         state(&pods)
     );
     // kubectl muster shows the gang under KubeRay's names (told Muster's scheduler names).
-    let top = kubectl_muster(&t, &["top", "jobs"]);
+    let top = kubectl_muster(&t.cluster, NS, &[SCHEDULER_PLUGINS_NAME], &["top", "jobs"]);
     let row = top
         .lines()
         .find(|l| l.starts_with(&format!("{first} ")))
         .unwrap_or_else(|| panic!("no row for {first}:\n{top}"));
     assert!(row.contains(&format!("RayCluster/{first}")), "{top}");
     assert!(row.contains("4/4/4") && row.contains("Running"), "{top}");
-    let explain = kubectl_muster(&t, &["explain", &first]);
+    let explain = kubectl_muster(
+        &t.cluster,
+        NS,
+        &[SCHEDULER_PLUGINS_NAME],
+        &["explain", &first],
+    );
     assert!(
         explain.contains(&format!("RayCluster/{first}")),
         "{explain}"

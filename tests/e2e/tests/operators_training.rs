@@ -552,4 +552,17 @@ async fn the_pytorchjob_example_binds_whole() {
     let pods = wait_bound_whole(&t, &name, 4).await;
     assert_gang_form(&t, &name, 4, &pods).await;
     assert_no_gpu_shared(&pods);
+    // kubectl muster shows the gang under the operator's names.
+    let top = kubectl_muster(&t.cluster, NS, &[], &["top", "jobs"]);
+    let row = top
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{top}"));
+    assert!(row.contains(&format!("PyTorchJob/{name}")), "{top}");
+    assert!(row.contains("4/4/4"), "{top}");
+    let explain = kubectl_muster(&t.cluster, NS, &[], &["explain", &name]);
+    assert!(
+        explain.contains(&format!("Owner:         PyTorchJob/{name}")),
+        "{explain}"
+    );
 }

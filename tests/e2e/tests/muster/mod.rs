@@ -541,3 +541,30 @@ pub async fn gang_at_barrier(client: &Client, ext: &Extender, ns: &str, prefix: 
     create_pods(client, ns, pods).await;
     wait_at_barrier(ext, 3.0).await;
 }
+
+/// `kubectl muster ARGS` against `cluster` in namespace `ns`, told Muster's scheduler names
+/// besides `muster`; its stdout (it must succeed).
+#[allow(dead_code)]
+pub fn kubectl_muster(
+    cluster: &TestCluster,
+    ns: &str,
+    extra_names: &[&str],
+    args: &[&str],
+) -> String {
+    let bin = workspace_binary("kubectl-muster", "kubectl-muster");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["--no-color", "-n", ns]);
+    for name in std::iter::once(&"muster").chain(extra_names) {
+        cmd.args(["--scheduler-name", name]);
+    }
+    let out = cmd.args(args).output().expect("running kubectl-muster");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl muster {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

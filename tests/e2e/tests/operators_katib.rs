@@ -12,31 +12,25 @@
 //! running trial's `loss` into Katib's database, the row the training code's `report_metrics`
 //! (metrics collector `Push`) makes through the DB manager.
 
+mod katib_watch;
 mod muster;
 
 use k8s_openapi::api::core::v1::Pod;
+use katib_watch::*;
+use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Resource};
 use muster::*;
 use muster_testcluster::operators::{
     self, Katib, KatibConfig, KatibDb, KatibSuggestion, TrainingOperator, TrainingOperatorConfig,
 };
 use muster_testcluster::{ClusterSpec, Component, NodeSpec, TestCluster};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-const JOB_NAME_LABEL: &str = "training.kubeflow.org/job-name";
-const NS: &str = "ml";
-/// Pods per trial (master + worker), 8 GPUs each.
-const TRIAL_PODS: usize = 2;
 /// How long a trial's pods run before kwok completes them.
 const RUN_FOR: &str = "20s";
-/// A gang seen bound in part for longer than this is placed in part (Muster binds a gang's
-/// members together behind a barrier: an observation may fall between two Bindings).
-const PARTIAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Dropped in declaration order: Katib and the operators before the cluster.
 struct Env {
@@ -102,7 +96,15 @@ async fn katib_env(suggestion: bool, loopback_hosts: &[&str]) -> Env {
     )
     .await
     .expect("katib-controller");
-    namespace(&cluster.client(), NS).await;
+    // Katib's experiment webhook admits Experiments only in namespaces with this label, and its
+    // pod webhook then labels trial pods and gives them KATIB_TRIAL_NAME (no sidecar for Push).
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client());
+    let ns = json!({"metadata": {"name": NS,
+        "labels": {"katib.kubeflow.org/metrics-collector-injection": "enabled"}}});
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .expect("namespace ml");
     Env {
         katib,
         _suggestion: suggestion,
@@ -156,176 +158,6 @@ fn trial(name: &str, lr: &str) -> Value {
             }
         }
     })
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-fn finished(p: &Pod) -> bool {
-    matches!(phase(p), "Succeeded" | "Failed")
-}
-
-fn job_of(p: &Pod) -> Option<String> {
-    p.meta().labels.as_ref()?.get(JOB_NAME_LABEL).cloned()
-}
-
-/// Every trial pod of the namespace by job.
-async fn pods_by_job(client: &Client) -> BTreeMap<String, Vec<Pod>> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let pods = api
-        .list(&ListParams::default().labels(JOB_NAME_LABEL))
-        .await
-        .expect("list pods")
-        .items;
-    let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for p in pods {
-        if let Some(j) = job_of(&p) {
-            by_job.entry(j).or_default().push(p);
-        }
-    }
-    by_job
-}
-
-/// A job's pods bound and not finished (and not being deleted).
-fn running(pods: &[Pod]) -> usize {
-    pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && !finished(p))
-        .filter(|p| node_of(p).is_some())
-        .count()
-}
-
-fn bound(pods: &[Pod]) -> usize {
-    pods.iter().filter(|p| node_of(p).is_some()).count()
-}
-
-/// What the watcher saw.
-#[derive(Default)]
-struct Seen {
-    violations: Vec<String>,
-    /// Most trials with pods running at once.
-    max_running_trials: usize,
-    /// Jobs in the order they first ran whole.
-    whole_order: Vec<String>,
-    polls: u64,
-}
-
-/// Polls every trial pod every 100 ms until dropped: a trial bound in part (some of its pods
-/// bound, fewer than all, before any finished) for longer than [`PARTIAL_GRACE`], a GPU on two
-/// running pods, or more than two trials running at once is a violation.
-struct Watcher {
-    seen: Arc<Mutex<Seen>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watcher {
-    fn start(client: Client) -> Watcher {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut partial_since: HashMap<String, Instant> = HashMap::new();
-            let mut done: HashSet<String> = HashSet::new();
-            loop {
-                let by_job = pods_by_job(&client).await;
-                observe(
-                    &mut s.lock().unwrap(),
-                    &by_job,
-                    &mut partial_since,
-                    &mut done,
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Watcher { seen, task }
-    }
-
-    /// Stops watching; what was seen.
-    fn finish(self) -> Seen {
-        self.task.abort();
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-/// One poll of the [`Watcher`].
-fn observe(
-    seen: &mut Seen,
-    by_job: &BTreeMap<String, Vec<Pod>>,
-    partial_since: &mut HashMap<String, Instant>,
-    done: &mut HashSet<String>,
-) {
-    let now = Instant::now();
-    seen.polls += 1;
-    let mut running_trials = 0;
-    let mut gpus: HashMap<String, String> = HashMap::new();
-    for (job, pods) in by_job {
-        if pods
-            .iter()
-            .any(|p| finished(p) || p.metadata.deletion_timestamp.is_some())
-        {
-            done.insert(job.clone());
-        }
-        if running(pods) > 0 {
-            running_trials += 1;
-        }
-        let b = bound(pods);
-        if b == TRIAL_PODS && !seen.whole_order.contains(job) {
-            seen.whole_order.push(job.clone());
-        }
-        if !done.contains(job) && b > 0 && b < TRIAL_PODS {
-            let since = *partial_since.entry(job.clone()).or_insert(now);
-            if now - since > PARTIAL_GRACE {
-                let v = format!(
-                    "{job} bound in part for {:?}: {}",
-                    now - since,
-                    describe(pods)
-                );
-                seen.violations.push(v);
-            }
-        } else {
-            partial_since.remove(job);
-        }
-        for p in pods.iter().filter(|p| !finished(p) && node_of(p).is_some()) {
-            let pod = p.metadata.name.clone().unwrap_or_default();
-            for id in gpu_ids(p) {
-                if let Some(other) = gpus.insert(id.clone(), pod.clone()) {
-                    seen.violations
-                        .push(format!("GPU {id} on {other} and {pod}"));
-                }
-            }
-        }
-    }
-    if running_trials > 2 {
-        seen.violations
-            .push(format!("{running_trials} trials running at once"));
-    }
-    seen.max_running_trials = seen.max_running_trials.max(running_trials);
-}
-
-fn describe(pods: &[Pod]) -> String {
-    let mut s: Vec<_> = pods
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}:{}",
-                p.metadata.name.as_deref().unwrap_or(""),
-                node_of(p).unwrap_or_else(|| "-".into()),
-                phase(p)
-            )
-        })
-        .collect();
-    s.sort();
-    s.join(" ")
-}
-
-fn describe_all(by_job: &BTreeMap<String, Vec<Pod>>) -> String {
-    by_job
-        .iter()
-        .map(|(j, p)| format!("{j}: {}", describe(p)))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Polls until `check` holds for the trial pods; panics with the state after [`DEADLINE`].
@@ -497,4 +329,162 @@ async fn three_trials_on_room_for_two_run_two_whole_then_the_third_whole() {
         }
     }
     two_run_the_third_waits(&env, watcher).await;
+}
+
+/// The example's Experiment (as users write it) in namespace `ml`, its trial pods given kwok's
+/// completion delay.
+fn example_experiment() -> Value {
+    let path = repo_root().join("examples/katib-experiment.yaml");
+    let text = std::fs::read_to_string(&path).expect("reading examples/katib-experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&text).expect("the example is YAML");
+    exp["metadata"]["namespace"] = json!(NS);
+    let replicas = exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["pytorchReplicaSpecs"]
+        .as_object_mut()
+        .expect("a PyTorchJob trial template");
+    for r in replicas.values_mut() {
+        r["template"]["metadata"] =
+            json!({"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": RUN_FOR}});
+    }
+    exp
+}
+
+/// Stands in for the cluster's default scheduler, which this test cluster does not run (its
+/// kube-scheduler has only the `muster` profile): binds pods of `default-scheduler` in `ml`
+/// (Katib's suggestion Deployment) to the first node.
+fn default_scheduler(client: Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+        loop {
+            for p in pods
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let spec = p.spec.as_ref();
+                let default =
+                    spec.and_then(|s| s.scheduler_name.as_deref()) == Some("default-scheduler");
+                if !default || node_of(&p).is_some() {
+                    continue;
+                }
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": "dgx-a100-0"}});
+                let _ = pods
+                    .create_subresource::<_, Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// The Experiment condition `kind`'s status, if any.
+async fn experiment_condition(env: &Env, name: &str, kind: &str) -> (Option<String>, Value) {
+    let e = katib_api(&env.client(), "Experiment")
+        .get(name)
+        .await
+        .expect("Experiment");
+    let status = e.data["status"].clone();
+    let c = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str().map(str::to_string));
+    (c, status)
+}
+
+/// examples/katib-experiment.yaml (parallelTrialCount 3, trials PyTorchJobs of 2 x 8 GPUs) on
+/// room for two, end to end: Katib's webhooks admit it (dry run, then for real), its Goptuna
+/// suggestion service suggests three trials, two run whole, the third waits whole and runs when
+/// one completes, and the Experiment succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_experiment_runs_two_trials_whole_then_the_third() {
+    let exp = example_experiment();
+    let name = exp["metadata"]["name"].as_str().expect("name").to_string();
+    let algorithm = exp["spec"]["algorithm"]["algorithmName"]
+        .as_str()
+        .expect("algorithm");
+    // The suggestion Service Katib dials: <experiment>-<algorithm>.<namespace>:6789.
+    let service = format!("{name}-{algorithm}.{NS}");
+    let env = katib_env(true, &[&service]).await;
+    let scheduler = default_scheduler(env.client());
+    let api = katib_api(&env.client(), "Experiment");
+    let obj: DynamicObject = serde_json::from_value(exp).unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&dry, &obj).await {
+        Ok(admitted) => assert_eq!(
+            admitted.data["spec"]["trialTemplate"]["successCondition"],
+            json!("status.conditions.#(type==\"Succeeded\")#|#(status==\"True\")#"),
+            "Katib's defaulting webhook did not run: {:?}",
+            admitted.data
+        ),
+        Err(e) => panic!("dry run of the example: {e}\n{}", env.logs()),
+    }
+    let mut invalid = obj.clone();
+    invalid.data["spec"]["algorithm"]["algorithmName"] = json!("no-such-algorithm");
+    let refused = api.create(&dry, &invalid).await;
+    assert!(
+        refused.is_err(),
+        "Katib's validating webhook admitted an unknown algorithm"
+    );
+
+    let watcher = Watcher::start(env.client());
+    if let Err(e) = api.create(&PostParams::default(), &obj).await {
+        panic!("creating the example Experiment: {e}\n{}", env.logs());
+    }
+    two_run_the_third_waits(&env, watcher).await;
+    let started = Instant::now();
+    loop {
+        let (succeeded, status) = experiment_condition(&env, &name, "Succeeded").await;
+        if succeeded.as_deref() == Some("True") {
+            assert_eq!(status["trialsSucceeded"], json!(3), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "Experiment {name} never Succeeded: {status}\n{}",
+            env.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The trials' assignments came from Katib's suggestion service over gRPC: three distinct
+    // learning rates inside the feasible space.
+    let sug = katib_api(&env.client(), "Suggestion")
+        .get(&name)
+        .await
+        .expect("Suggestion");
+    assert_eq!(
+        sug.data["status"]["suggestionCount"],
+        json!(3),
+        "{:?}",
+        sug.data["status"]
+    );
+    let trials = katib_api(&env.client(), "Trial")
+        .list(&ListParams::default())
+        .await
+        .expect("Trials")
+        .items;
+    let lrs: HashSet<String> = trials
+        .iter()
+        .filter_map(|t| t.data["spec"]["parameterAssignments"][0]["value"].as_str())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lrs.len(), 3, "{lrs:?}");
+    for lr in &lrs {
+        let v: f64 = lr.parse().expect("a number");
+        assert!(
+            (0.0001..=0.01).contains(&v),
+            "lr {v} outside the feasible space"
+        );
+    }
+    scheduler.abort();
 }

@@ -226,7 +226,8 @@ fn report_loss(env: &Env, trial: &str, loss: &str) {
 }
 
 /// The scheduler-plugins PodGroup the training-operator made for the trial's job, and the
-/// pods' scheduler: the trial is one Muster gang of [`TRIAL_PODS`].
+/// pods' scheduler: the trial is one Muster gang of [`TRIAL_PODS`]; Katib's pod webhook
+/// mutated its pods on the way (and left the scheduler alone).
 async fn assert_gang_form(env: &Env, job: &str, pods: &[Pod]) {
     let gvk = GroupVersionKind::gvk("scheduling.x-k8s.io", "v1alpha1", "PodGroup");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "podgroups");
@@ -244,6 +245,14 @@ async fn assert_gang_form(env: &Env, job: &str, pods: &[Pod]) {
             "{}",
             describe(pods)
         );
+        // Katib's pod webhook saw the pod too: KATIB_TRIAL_NAME on the primary container.
+        let env_names: Vec<&str> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(env_names.contains(&"KATIB_TRIAL_NAME"), "{env_names:?}");
     }
 }
 

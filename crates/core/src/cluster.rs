@@ -105,10 +105,15 @@ pub(crate) struct RunningGang {
     pub live: u32,
     pub priority: i32,
     pub gpus: u32,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
     pub newest_start: u64,
     pub preemptible: bool,
     pub terminating: bool,
 }
+
+/// The queue of a running gang whose queue was never set.
+pub const DEFAULT_QUEUE: &str = "default";
 
 /// Nodes, the pods placed on them and their free capacity.
 #[derive(Debug, Default)]
@@ -121,6 +126,8 @@ pub struct Cluster {
     pub(crate) domains: Vec<String>,
     pods: HashMap<PodId, PlacedPod>,
     pub(crate) gangs: BTreeMap<GangKey, RunningGang>,
+    /// Queue of each running gang that has one set (others are in [`DEFAULT_QUEUE`]).
+    gang_queues: HashMap<GangKey, String>,
     /// Nodes passing each (selector, tolerations) pair's static filters; cleared when nodes
     /// change. Shared by planning cycles, which only read the cluster.
     pub(crate) static_fits: Mutex<HashMap<StaticKey, Arc<StaticFit>>>,
@@ -404,7 +411,9 @@ impl Cluster {
             g.live += 1;
         }
         g.priority = g.priority.max(pod.priority);
-        g.gpus += pod.resources.gpus;
+        g.gpus = g.gpus.saturating_add(pod.resources.gpus);
+        g.cpu_millis = g.cpu_millis.saturating_add(pod.resources.cpu_millis);
+        g.memory_bytes = g.memory_bytes.saturating_add(pod.resources.memory_bytes);
         g.newest_start = g.newest_start.max(pod.started_at);
         g.preemptible &= pod.preemptible;
         g.terminating = g.terminating || pod.terminating;
@@ -432,8 +441,11 @@ impl Cluster {
                 g.live = g.live.saturating_sub(1);
             }
             g.gpus = g.gpus.saturating_sub(pod.resources.gpus);
+            g.cpu_millis = g.cpu_millis.saturating_sub(pod.resources.cpu_millis);
+            g.memory_bytes = g.memory_bytes.saturating_sub(pod.resources.memory_bytes);
             if g.pods.is_empty() {
                 self.gangs.remove(&pod.gang);
+                self.gang_queues.remove(&pod.gang);
             }
         }
         Some(pod)
@@ -451,6 +463,20 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Sets the queue a gang's placed pods count against (before or after its pods are
+    /// recorded). Forgotten when the gang's last pod is removed; [`Cluster::commit`] sets it
+    /// from the gang it commits.
+    pub fn set_gang_queue(&mut self, gang: &GangKey, queue: impl Into<String>) {
+        self.gang_queues.insert(gang.clone(), queue.into());
+    }
+
+    /// The queue a gang's placed pods count against ([`DEFAULT_QUEUE`] unless set).
+    pub fn gang_queue(&self, gang: &GangKey) -> &str {
+        self.gang_queues
+            .get(gang)
+            .map_or(DEFAULT_QUEUE, String::as_str)
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {

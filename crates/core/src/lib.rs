@@ -12,8 +12,9 @@ pub mod model;
 mod placement;
 pub mod planner;
 mod preemption;
+pub mod queues;
 
-pub use cluster::{Cluster, ClusterError};
+pub use cluster::{Cluster, ClusterError, DEFAULT_QUEUE};
 pub use explain::WaitReason;
 pub use model::{
     FIELD_NODE_NAME, Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId,
@@ -21,3 +22,6 @@ pub use model::{
 };
 pub use placement::Assignment;
 pub use planner::{GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};
+pub use queues::{
+    QueueError, QueueSpec, QueueStatus, QueueTree, QueueWait, QuotaSpec, Resource as QueueResource,
+};

@@ -11,6 +11,7 @@ use crate::explain::{self, WaitReason};
 use crate::model::{Gang, GangKey, PodId, PodRequest};
 use crate::placement::{Assignment, Work};
 use crate::preemption;
+use crate::queues::{QueueStatus, QueueWait};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -66,6 +67,10 @@ pub struct Preemption {
     pub victims: Vec<Victim>,
     pub assignments: Vec<Assignment>,
     pub message: String,
+    /// A queue's reclaim (its victims borrowed other queues' guarantees), not priority
+    /// preemption; evicted the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reclaim: bool,
 }
 
 /// A gang that waits, and why.
@@ -76,6 +81,9 @@ pub struct Waiting {
     pub message: String,
     /// Nodes held for this gang so that it cannot starve.
     pub reserved_nodes: Vec<String>,
+    /// What its queue has to do with it, when queues are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueWait>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +91,9 @@ pub struct Plan {
     pub placements: Vec<GangPlacement>,
     pub preemptions: Vec<Preemption>,
     pub waiting: Vec<Waiting>,
+    /// Every queue's state as of the snapshot planned over (empty without queues).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueStatus>,
 }
 
 impl Plan {
@@ -137,6 +148,7 @@ impl Cluster {
                     reason: WaitReason::MissingMembers,
                     message: explain::missing_members(have, gang.min_member),
                     reserved_nodes: Vec::new(),
+                    queue: None,
                 });
                 continue;
             }
@@ -178,6 +190,7 @@ impl Cluster {
                                     reason: WaitReason::WaitingForVictims,
                                     message: "waiting for preempted pods to terminate".into(),
                                     reserved_nodes: nodes,
+                                    queue: None,
                                 });
                                 continue;
                             }
@@ -197,14 +210,9 @@ impl Cluster {
                         && reservations < config.max_reservations
                         && let Some(h) = holder
                     {
-                        reserved_nodes = work.reserve(core, h);
+                        reserved_nodes = reserve_noted(&mut work, core, h, &mut message);
                         if !reserved_nodes.is_empty() {
                             reservations += 1;
-                            message.push_str(&format!(
-                                "; holding {} node{} so it cannot starve",
-                                reserved_nodes.len(),
-                                if reserved_nodes.len() == 1 { "" } else { "s" }
-                            ));
                         }
                     }
                     plan.waiting.push(Waiting {
@@ -212,6 +220,7 @@ impl Cluster {
                         reason,
                         message,
                         reserved_nodes,
+                        queue: None,
                     });
                 }
             }
@@ -219,13 +228,17 @@ impl Cluster {
         plan
     }
 
-    /// Records a placement decision's pods as placed (the simulator's and tests' "bind").
+    /// Records a placement decision's pods as placed (the simulator's and tests' "bind"), in
+    /// the gang's queue.
     pub fn commit(
         &mut self,
         gang: &Gang,
         assignments: &[Assignment],
         now: u64,
     ) -> Result<(), crate::cluster::ClusterError> {
+        if !assignments.is_empty() {
+            self.set_gang_queue(&gang.key, gang.queue.clone());
+        }
         for a in assignments {
             let Some(req) = gang.pending.iter().find(|p| p.id == a.pod) else {
                 continue;
@@ -244,6 +257,24 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Reserves nodes for a starving gang and says so in its message.
+pub(crate) fn reserve_noted(
+    work: &mut Work<'_>,
+    core: &[&PodRequest],
+    holder: u32,
+    message: &mut String,
+) -> Vec<String> {
+    let nodes = work.reserve(core, holder);
+    if !nodes.is_empty() {
+        message.push_str(&format!(
+            "; holding {} node{} so it cannot starve",
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" }
+        ));
+    }
+    nodes
 }
 
 impl Work<'_> {

@@ -26,6 +26,28 @@ pub(crate) enum Outcome {
     Impossible(Option<String>),
 }
 
+/// Who may be evicted and how the outcome reads: priority preemption or a queue's reclaim.
+pub(crate) struct Policy<'a> {
+    /// Beyond the common rules (not the gang itself, not terminating, preemptible, not
+    /// already evicted this cycle, on nodes the gang could use).
+    pub eligible: &'a dyn Fn(&GangKey, &RunningGang) -> bool,
+    /// `Some(note)`: the victims found may not be evicted, the note says why.
+    pub refuse: &'a dyn Fn(&[Victim]) -> Option<String>,
+    /// The preemption's message.
+    pub message: &'a dyn Fn(&[Victim]) -> String,
+    /// Why no set of eligible gangs makes room, given how many there are.
+    pub impossible: &'a dyn Fn(usize) -> String,
+    pub reclaim: bool,
+}
+
+fn names(victims: &[Victim]) -> String {
+    let names: Vec<String> = victims
+        .iter()
+        .map(|v| format!("{} (priority {})", v.gang, v.priority))
+        .collect();
+    names.join(", ")
+}
+
 pub(crate) fn search(
     work: &mut Work<'_>,
     gang: &Gang,
@@ -33,6 +55,61 @@ pub(crate) fn search(
     holder: Option<u32>,
     evicted: &HashSet<GangKey>,
     config: &PlannerConfig,
+) -> Outcome {
+    search_within(work, gang, members, holder, evicted, config, &|_| true)
+}
+
+/// Priority preemption among the gangs `within` accepts (with queues: the gang's own queue).
+pub(crate) fn search_within(
+    work: &mut Work<'_>,
+    gang: &Gang,
+    members: &[&PodRequest],
+    holder: Option<u32>,
+    evicted: &HashSet<GangKey>,
+    config: &PlannerConfig,
+    within: &dyn Fn(&GangKey) -> bool,
+) -> Outcome {
+    search_with(
+        work,
+        gang,
+        members,
+        holder,
+        evicted,
+        config,
+        &Policy {
+            eligible: &|key, g| g.priority < gang.priority && within(key),
+            refuse: &|victims| {
+                (!gang.can_preempt).then(|| {
+                    format!(
+                        "would fit after preempting {}, but its preemption policy is Never",
+                        names(victims)
+                    )
+                })
+            },
+            message: &|victims| {
+                let freed: u32 = victims.iter().map(|v| v.gpus).sum();
+                format!("preempting {} to free {freed} GPUs", names(victims))
+            },
+            impossible: &|n| {
+                format!(
+                    "preempting all {n} lower-priority gang{} on matching nodes would still not make room",
+                    if n == 1 { "" } else { "s" }
+                )
+            },
+            reclaim: false,
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_with(
+    work: &mut Work<'_>,
+    gang: &Gang,
+    members: &[&PodRequest],
+    holder: Option<u32>,
+    evicted: &HashSet<GangKey>,
+    config: &PlannerConfig,
+    policy: &Policy<'_>,
 ) -> Outcome {
     let cluster = work.cluster;
     let mut relevant = vec![false; work.free.len()];
@@ -70,8 +147,8 @@ pub(crate) fn search(
             **key != gang.key
                 && !g.terminating
                 && g.preemptible
-                && g.priority < gang.priority
                 && !evicted.contains(*key)
+                && (policy.eligible)(key, g)
                 && on_relevant(g)
         })
         .collect();
@@ -124,11 +201,7 @@ pub(crate) fn search(
         }
     }
     let Some(mut chosen) = found else {
-        return Outcome::Impossible(Some(format!(
-            "preempting all {} lower-priority gang{} on matching nodes would still not make room",
-            candidates.len(),
-            if candidates.len() == 1 { "" } else { "s" }
-        )));
+        return Outcome::Impossible(Some((policy.impossible)(candidates.len())));
     };
     // Drop victims that are not needed, most expensive first, within a bounded budget.
     chosen.sort_unstable();
@@ -157,23 +230,16 @@ pub(crate) fn search(
             }
         })
         .collect();
-    let names: Vec<String> = victims
-        .iter()
-        .map(|v| format!("{} (priority {})", v.gang, v.priority))
-        .collect();
-    if !gang.can_preempt {
-        return Outcome::NotAllowed(Some(format!(
-            "would fit after preempting {}, but its preemption policy is Never",
-            names.join(", ")
-        )));
+    if let Some(note) = (policy.refuse)(&victims) {
+        return Outcome::NotAllowed(Some(note));
     }
     hold(work, &assignments, holder);
-    let freed: u32 = victims.iter().map(|v| v.gpus).sum();
     Outcome::Preempt(Preemption {
         gang: gang.key.clone(),
-        message: format!("preempting {} to free {freed} GPUs", names.join(", ")),
+        message: (policy.message)(&victims),
         victims,
         assignments,
+        reclaim: policy.reclaim,
     })
 }
 

@@ -1,0 +1,528 @@
+//! A planning cycle with queues.
+//!
+//! Order: gangs whose queue stays within its guarantee go first (guaranteed work before
+//! borrowing); among those, and then among the rest, the queue furthest below its fair share
+//! (dominant resource, hierarchically: the child furthest below at every level from the roots
+//! down); within a queue, priority then age. A gang enters only while its queue and every
+//! ancestor stay within their limits. A gang that does not fit tries, in turn: reclaim (its
+//! queue below its guarantee, see [`super::reclaim`]), then priority preemption of lower
+//! priority gangs of its own queue only, then a reservation (at most `max_reservations` per
+//! queue).
+
+use super::reclaim;
+use super::share::{self, fair_shares, format_ratio};
+use super::usage::{self, Usage, add, of_members, sub};
+use super::{Amounts, QueueTree, RESOURCES};
+use crate::cluster::Cluster;
+use crate::explain::{self, WaitReason};
+use crate::model::{Gang, GangKey, PodRequest};
+use crate::placement::Work;
+use crate::planner::{
+    GangPlacement, Plan, PlannerConfig, Preemption, Waiting, order, reserve_noted,
+};
+use crate::preemption::{self, Outcome};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
+
+/// What a waiting gang's queue has to do with its wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QueueWait {
+    /// Its queue does not exist or is not a leaf.
+    InvalidQueue,
+    /// Its queue or an ancestor would go above its limit.
+    AtLimit,
+    /// Reclaiming borrowed capacity would make room, but may not be done.
+    ReclaimRefused,
+    /// Queues further below their fair share went first and took the room.
+    FairShare,
+}
+
+/// GPUs, CPU and memory, as in a Queue's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueAmounts {
+    pub gpus: u64,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl From<Amounts> for QueueAmounts {
+    fn from(a: Amounts) -> QueueAmounts {
+        QueueAmounts {
+            gpus: a[0],
+            cpu_millis: a[1],
+            memory_bytes: a[2],
+        }
+    }
+}
+
+/// One queue's state as of the snapshot a plan was made over (before the plan).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub name: String,
+    pub parent: Option<String>,
+    pub guaranteed: QueueAmounts,
+    pub allocated: QueueAmounts,
+    /// Held above its guarantee (resources it names).
+    pub borrowed: QueueAmounts,
+    /// Its idle guarantee that other queues are using.
+    pub lent: QueueAmounts,
+    pub fair_share: QueueAmounts,
+    /// Allocated over fair share on the dominant resource, parts per million.
+    pub share_ppm: u64,
+    pub pending_gangs: u32,
+    pub running_gangs: u32,
+}
+
+impl Cluster {
+    /// Plans like [`Cluster::plan`], with queues (see [`crate::queues`]). With an empty tree,
+    /// exactly [`Cluster::plan`]. Running gangs count against [`Cluster::gang_queue`]; pending
+    /// gangs against [`Gang::queue`], which must name a leaf queue (others wait).
+    pub fn plan_with_queues(
+        &self,
+        pending: &[Gang],
+        now: u64,
+        config: &PlannerConfig,
+        queues: &QueueTree,
+    ) -> Plan {
+        if queues.is_empty() {
+            return self.plan(pending, now, config);
+        }
+        Round::new(self, pending, queues, config).run(now)
+    }
+}
+
+struct Entry<'g> {
+    gang: &'g Gang,
+    core: Vec<&'g PodRequest>,
+    extra: Vec<&'g PodRequest>,
+    running: u32,
+    need: Amounts,
+}
+
+struct Round<'c, 'g> {
+    cluster: &'c Cluster,
+    tree: &'c QueueTree,
+    config: &'c PlannerConfig,
+    work: Work<'c>,
+    plan: Plan,
+    usage: Usage,
+    shares: Vec<Amounts>,
+    /// Per leaf, its gangs in priority order.
+    lines: Vec<VecDeque<Entry<'g>>>,
+    reservations: Vec<usize>,
+    evicted: HashSet<GangKey>,
+    /// (leaf, its share when picked) of every gang placed this round.
+    went: Vec<(usize, u64)>,
+    any_terminating: bool,
+}
+
+impl<'c, 'g> Round<'c, 'g> {
+    fn new(
+        cluster: &'c Cluster,
+        pending: &'g [Gang],
+        tree: &'c QueueTree,
+        config: &'c PlannerConfig,
+    ) -> Self {
+        let n = tree.nodes.len();
+        let usage = Usage::of(tree, cluster);
+        let mut plan = Plan::default();
+        let mut lines: Vec<VecDeque<Entry<'g>>> = (0..n).map(|_| VecDeque::new()).collect();
+        let mut asked = vec![[0u64; 3]; n];
+        for gi in order(pending) {
+            let gang = &pending[gi];
+            let leaf = match tree.leaf(&gang.queue) {
+                Ok(l) => l,
+                Err(e) => {
+                    plan.waiting.push(waiting(
+                        gang,
+                        WaitReason::Capacity,
+                        format!("{e}"),
+                        QueueWait::InvalidQueue,
+                    ));
+                    continue;
+                }
+            };
+            let running = cluster.gangs.get(&gang.key).map_or(0, |g| g.live);
+            let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            let want = gang.min_member.saturating_sub(running) as usize;
+            let extra = members.split_off(want.min(members.len()));
+            let need = of_members(&members);
+            asked[leaf] = add(asked[leaf], need);
+            lines[leaf].push_back(Entry {
+                gang,
+                core: members,
+                extra,
+                running,
+                need,
+            });
+        }
+        // Demand: what a queue holds plus what its gangs ask, within its limit.
+        let mut demand = vec![[0u64; 3]; n];
+        for q in tree.postorder() {
+            let node = &tree.nodes[q];
+            let own = add(usage.alloc[q], asked[q]);
+            let below = node
+                .children
+                .iter()
+                .fold([0u64; 3], |a, &c| add(a, demand[c]));
+            for k in 0..3 {
+                demand[q][k] = own[k].max(below[k]).min(node.limit[k]);
+            }
+        }
+        let shares = fair_shares(tree, capacity(cluster), &demand);
+        plan.queues = status(tree, &usage, &shares, &lines);
+        Round {
+            cluster,
+            tree,
+            config,
+            work: Work::new(cluster),
+            plan,
+            usage,
+            shares,
+            lines,
+            reservations: vec![0; n],
+            evicted: HashSet::new(),
+            went: Vec::new(),
+            any_terminating: cluster.gangs.values().any(|g| g.terminating),
+        }
+    }
+
+    fn ratio(&self, q: usize) -> u64 {
+        share::ratio(&self.usage.alloc[q], &self.shares[q])
+    }
+
+    /// The next leaf to serve: guaranteed work first, then the child furthest below its fair
+    /// share at every level.
+    fn pick(&self) -> Option<usize> {
+        let n = self.tree.nodes.len();
+        let heads: Vec<usize> = (0..n).filter(|&q| !self.lines[q].is_empty()).collect();
+        let guaranteed: Vec<usize> = heads
+            .iter()
+            .copied()
+            .filter(|&q| {
+                self.lines[q]
+                    .front()
+                    .is_some_and(|e| reclaim::within_guarantee(self.tree, &self.usage, q, e.need))
+            })
+            .collect();
+        let pool = if guaranteed.is_empty() {
+            heads
+        } else {
+            guaranteed
+        };
+        let mut open = vec![false; n];
+        for &q in &pool {
+            for c in self.tree.chain(q) {
+                open[c] = true;
+            }
+        }
+        let mut level: Vec<usize> = self.tree.roots().collect();
+        loop {
+            let best = level
+                .iter()
+                .copied()
+                .filter(|&q| open[q])
+                .min_by_key(|&q| (self.ratio(q), q))?;
+            if self.tree.nodes[best].children.is_empty() {
+                return Some(best);
+            }
+            level = self.tree.nodes[best].children.clone();
+        }
+    }
+
+    fn run(mut self, now: u64) -> Plan {
+        let mut rank = 0u32;
+        while let Some(leaf) = self.pick() {
+            let Some(entry) = self.lines[leaf].pop_front() else {
+                break;
+            };
+            let ratio = self.ratio(leaf);
+            self.step(&entry, leaf, Some(rank), ratio, now);
+            rank = rank.saturating_add(1);
+        }
+        self.plan
+    }
+
+    fn step(&mut self, e: &Entry<'_>, leaf: usize, holder: Option<u32>, ratio: u64, now: u64) {
+        let gang = e.gang;
+        let have = e
+            .running
+            .saturating_add(u32::try_from(gang.pending.len()).unwrap_or(u32::MAX));
+        if have < gang.min_member {
+            self.plan.waiting.push(Waiting {
+                gang: gang.key.clone(),
+                reason: WaitReason::MissingMembers,
+                message: explain::missing_members(have, gang.min_member),
+                reserved_nodes: Vec::new(),
+                queue: None,
+            });
+            return;
+        }
+        if let Some((q, k)) = self.usage.over_limit(self.tree, leaf, e.need) {
+            let r = RESOURCES[k];
+            let message = format!(
+                "queue {} is at its limit {}/{}; the gang needs {} more",
+                self.tree.nodes[q].name,
+                self.usage.alloc[q][k],
+                r.amount(self.tree.nodes[q].limit[k]),
+                e.need[k]
+            );
+            self.plan.waiting.push(waiting(
+                gang,
+                WaitReason::Capacity,
+                message,
+                QueueWait::AtLimit,
+            ));
+            return;
+        }
+        match self.work.place(&e.core, holder) {
+            Ok(mut assignments) => {
+                let required = assignments.len();
+                let mut took = e.need;
+                for m in &e.extra {
+                    let more = of_members(&[*m]);
+                    if self
+                        .usage
+                        .over_limit(self.tree, leaf, add(took, more))
+                        .is_some()
+                    {
+                        continue;
+                    }
+                    if let Ok(mut a) = self.work.place(&[*m], holder) {
+                        took = add(took, more);
+                        assignments.append(&mut a);
+                    }
+                }
+                self.usage.charge(self.tree, leaf, took);
+                self.went.push((leaf, ratio));
+                if !assignments.is_empty() {
+                    self.plan.placements.push(GangPlacement {
+                        gang: gang.key.clone(),
+                        required,
+                        assignments,
+                    });
+                }
+            }
+            Err(shortfall) => self.blocked(e, leaf, holder, ratio, now, &shortfall),
+        }
+    }
+
+    fn blocked(
+        &mut self,
+        e: &Entry<'_>,
+        leaf: usize,
+        holder: Option<u32>,
+        ratio: u64,
+        now: u64,
+        shortfall: &crate::placement::Shortfall,
+    ) {
+        let gang = e.gang;
+        let (reason, mut message) = explain::shortfall(shortfall);
+        let mut queue_wait = None;
+        if !reason.unresolvable() && self.config.preemption {
+            if reclaim::within_guarantee(self.tree, &self.usage, leaf, e.need) {
+                let o = reclaim::search(
+                    &mut self.work,
+                    self.tree,
+                    &self.usage,
+                    gang,
+                    leaf,
+                    &e.core,
+                    holder,
+                    &self.evicted,
+                    self.config,
+                );
+                if let Outcome::NotAllowed(Some(_)) = &o {
+                    queue_wait = Some(QueueWait::ReclaimRefused);
+                }
+                if self.settle(o, gang, leaf, e.need, &mut message) {
+                    return;
+                }
+            }
+            let may_help = self.any_terminating
+                || self.usage.queue_of.iter().any(|(k, &q)| {
+                    q == leaf
+                        && self.cluster.gangs.get(k).is_some_and(|g| {
+                            g.preemptible && !g.terminating && g.priority < gang.priority
+                        })
+                });
+            if may_help {
+                let usage = &self.usage;
+                let o = preemption::search_within(
+                    &mut self.work,
+                    gang,
+                    &e.core,
+                    holder,
+                    &self.evicted,
+                    self.config,
+                    &|key| usage.queue_of.get(key) == Some(&leaf),
+                );
+                if self.settle(o, gang, leaf, e.need, &mut message) {
+                    return;
+                }
+            }
+        }
+        if matches!(reason, WaitReason::Capacity | WaitReason::Fragmentation)
+            && queue_wait.is_none()
+            && let Some(note) = self.fair_share_note(leaf, ratio)
+        {
+            message = format!("{note}; {message}");
+            queue_wait = Some(QueueWait::FairShare);
+        }
+        let mut reserved_nodes = Vec::new();
+        if !reason.unresolvable()
+            && now.saturating_sub(gang.created_at) >= self.config.reserve_after_secs
+            && self.reservations[leaf] < self.config.max_reservations
+            && let Some(h) = holder
+        {
+            reserved_nodes = reserve_noted(&mut self.work, &e.core, h, &mut message);
+            if !reserved_nodes.is_empty() {
+                self.reservations[leaf] += 1;
+            }
+        }
+        self.plan.waiting.push(Waiting {
+            gang: gang.key.clone(),
+            reason,
+            message,
+            reserved_nodes,
+            queue: queue_wait,
+        });
+    }
+
+    /// Acts on an eviction search: true when the gang's verdict is given.
+    fn settle(
+        &mut self,
+        o: Outcome,
+        gang: &Gang,
+        leaf: usize,
+        need: Amounts,
+        message: &mut String,
+    ) -> bool {
+        match o {
+            Outcome::Preempt(p) => {
+                self.preempted(p, leaf, need);
+                true
+            }
+            Outcome::AwaitVictims(nodes) => {
+                self.plan.waiting.push(Waiting {
+                    gang: gang.key.clone(),
+                    reason: WaitReason::WaitingForVictims,
+                    message: "waiting for preempted pods to terminate".into(),
+                    reserved_nodes: nodes,
+                    queue: None,
+                });
+                true
+            }
+            Outcome::NotAllowed(note) | Outcome::Impossible(note) => {
+                if let Some(note) = note {
+                    message.push_str("; ");
+                    message.push_str(&note);
+                }
+                false
+            }
+        }
+    }
+
+    /// Books a preemption or reclaim: victims leave their queues, the gang joins its own.
+    fn preempted(&mut self, p: Preemption, leaf: usize, need: Amounts) {
+        for v in &p.victims {
+            self.evicted.insert(v.gang.clone());
+            if let (Some(&q), Some(g)) = (
+                self.usage.queue_of.get(&v.gang),
+                self.cluster.gangs.get(&v.gang),
+            ) {
+                let held = usage::of_gang(g);
+                for c in self.tree.chain(q) {
+                    self.usage.alloc[c] = sub(self.usage.alloc[c], held);
+                }
+            }
+        }
+        self.usage.charge(self.tree, leaf, need);
+        self.plan.preemptions.push(p);
+    }
+
+    /// "waiting for fair share: research 0.9 of its share, vision 0.4" when queues further
+    /// below their share placed gangs ahead of this one this round.
+    fn fair_share_note(&self, leaf: usize, ratio: u64) -> Option<String> {
+        let mut ahead: Vec<(u64, usize)> = Vec::new();
+        for &(q, r) in &self.went {
+            if q != leaf && r < ratio {
+                match ahead.iter_mut().find(|(_, x)| *x == q) {
+                    Some(a) => a.0 = a.0.min(r),
+                    None => ahead.push((r, q)),
+                }
+            }
+        }
+        if ahead.is_empty() {
+            return None;
+        }
+        ahead.sort_unstable();
+        let others: Vec<String> = ahead
+            .iter()
+            .take(3)
+            .map(|&(r, q)| format!("{} {}", self.tree.nodes[q].name, format_ratio(r)))
+            .collect();
+        Some(format!(
+            "waiting for fair share: {} {} of its share, {}",
+            self.tree.nodes[leaf].name,
+            format_ratio(ratio),
+            others.join(", ")
+        ))
+    }
+}
+
+fn waiting(gang: &Gang, reason: WaitReason, message: String, q: QueueWait) -> Waiting {
+    Waiting {
+        gang: gang.key.clone(),
+        reason,
+        message,
+        reserved_nodes: Vec::new(),
+        queue: Some(q),
+    }
+}
+
+/// What the roots split: schedulable nodes' allocatable GPUs (healthy), CPU and memory.
+fn capacity(cluster: &Cluster) -> Amounts {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.present && n.info.schedulable)
+        .fold([0; 3], |acc, n| {
+            let a = n.info.allocatable;
+            let gpus = a.gpus.min(n.healthy.count_ones());
+            add(acc, [u64::from(gpus), a.cpu_millis, a.memory_bytes])
+        })
+}
+
+fn status(
+    tree: &QueueTree,
+    usage: &Usage,
+    shares: &[Amounts],
+    lines: &[VecDeque<Entry<'_>>],
+) -> Vec<super::QueueStatus> {
+    let lent = usage.lent(tree);
+    let mut pending = vec![0u32; tree.nodes.len()];
+    for (q, line) in lines.iter().enumerate() {
+        let n = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        for c in tree.chain(q) {
+            pending[c] = pending[c].saturating_add(n);
+        }
+    }
+    tree.nodes
+        .iter()
+        .enumerate()
+        .map(|(q, node)| QueueStatus {
+            name: node.name.clone(),
+            parent: node.parent.map(|p| tree.nodes[p].name.clone()),
+            guaranteed: node.guaranteed.into(),
+            allocated: usage.alloc[q].into(),
+            borrowed: usage.borrowed(tree, q).into(),
+            lent: lent[q].into(),
+            fair_share: shares[q].into(),
+            share_ppm: share::ratio(&usage.alloc[q], &shares[q]),
+            pending_gangs: pending[q],
+            running_gangs: usage.running[q],
+        })
+        .collect()
+}

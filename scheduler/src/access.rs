@@ -92,6 +92,20 @@ pub const API_CALLS: &[ApiAccess] = &[
         why: "Volcano PodGroups",
     },
     ApiAccess {
+        group: "scheduling.x-k8s.io",
+        resource: "podgroups/status",
+        verbs: &["patch"],
+        scope: CLUSTER,
+        why: "scheduler-plugins PodGroup status (phase, running, succeeded, failed) for the operators' groups",
+    },
+    ApiAccess {
+        group: "scheduling.volcano.sh",
+        resource: "podgroups",
+        verbs: &["patch"],
+        scope: CLUSTER,
+        why: "Volcano PodGroup status (its CRD has no status subresource): Inqueue, after which operators such as training-operator create the pods; Running; why it waits",
+    },
+    ApiAccess {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],

@@ -136,8 +136,21 @@ impl Engine {
             self.metrics.pending_gangs.with_label_values(&[&q]).set(n);
         }
         if self.config.report {
+            let volcano_groups: Vec<GangKey> = self
+                .cache
+                .volcano
+                .state()
+                .iter()
+                .filter_map(|g| {
+                    Some(GangKey::new(
+                        g.metadata.namespace.clone()?,
+                        g.metadata.name.clone()?,
+                    ))
+                })
+                .collect();
             let updates = status::updates(
-                &snap,
+                &snap.gangs,
+                &volcano_groups,
                 &st.verdicts,
                 &st.plans.keys().cloned().collect(),
                 &mut st.reported,

@@ -50,6 +50,12 @@ impl Training {
 /// `gpu_nodes` DGX A100 nodes (8 GPUs each), Muster, and training-operator for gang scheduler
 /// `muster`; namespace `ml`.
 async fn training_cluster(gpu_nodes: u32) -> Training {
+    training_cluster_for(gpu_nodes, "muster").await
+}
+
+/// [`training_cluster`] with the operator's `--gang-scheduler-name=<gang_scheduler>`; Muster
+/// also serves that scheduler name when it is not `muster`.
+async fn training_cluster_for(gpu_nodes: u32, gang_scheduler: &str) -> Training {
     let stage_dir = tempfile::tempdir().expect("temp dir");
     let stage = stage_dir.path().join("pod-complete-operators.yaml");
     std::fs::write(
@@ -62,12 +68,16 @@ async fn training_cluster(gpu_nodes: u32) -> Training {
         Component::Kwok,
         vec![format!("--config={}", stage.display())],
     );
-    let (cluster, ext) =
-        muster_cluster_from(spec, &[NodeSpec::fixture("dgx-a100", gpu_nodes)], &[]).await;
+    let extra: Vec<&str> = (gang_scheduler != "muster")
+        .then_some(gang_scheduler)
+        .into_iter()
+        .collect();
+    let nodes = [NodeSpec::fixture("dgx-a100", gpu_nodes)];
+    let (cluster, ext) = muster_cluster_named(spec, &nodes, &[], &extra).await;
     let op = TrainingOperator::start(
         &cluster,
         TrainingOperatorConfig {
-            gang_scheduler_name: "muster".into(),
+            gang_scheduler_name: gang_scheduler.into(),
             ..Default::default()
         },
     )
@@ -273,6 +283,54 @@ async fn a_pytorchjob_binds_whole() {
     assert_no_gpu_shared(&pods);
     let nodes: std::collections::HashSet<_> = pods.iter().filter_map(node_of).collect();
     assert_eq!(nodes.len(), 4, "{:?}", state(&pods));
+    // Muster writes the operator's PodGroup status in scheduler-plugins' shape.
+    wait_group_phase(&t, "scheduling.x-k8s.io", "v1alpha1", "pt-a", "Running").await;
+}
+
+/// Waits until the PodGroup's `status.phase` is `want`.
+async fn wait_group_phase(t: &Training, group: &str, version: &str, name: &str, want: &str) {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, "PodGroup"),
+        "podgroups",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(t.client(), NS, &ar);
+    let started = Instant::now();
+    loop {
+        let pg = api.get_opt(name).await.expect("get PodGroup");
+        let phase = pg
+            .as_ref()
+            .and_then(|g| g.data["status"]["phase"].as_str().map(String::from));
+        if phase.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "PodGroup {group} {name}: phase {phase:?}, want {want}: {:?}\n{}",
+            pg.map(|g| g.data),
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// training-operator's Volcano mode (`--gang-scheduler-name=volcano`) creates a job's pods only
+/// once its Volcano PodGroup is `Inqueue`: Muster, serving the name `volcano`, admits the group
+/// at once, the PyTorchJob's pods are created and bind whole, and the group turns `Running`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pytorchjob_through_the_volcano_mode_binds_whole() {
+    let t = training_cluster_for(4, "volcano").await;
+    create_job(&t, pytorchjob("pt-v", 3, 8, "10m")).await;
+    let pods = wait_bound_whole(&t, "pt-v", 4).await;
+    assert_no_gpu_shared(&pods);
+    for p in &pods {
+        assert_eq!(
+            p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()),
+            Some("volcano"),
+            "{}",
+            name(p)
+        );
+    }
+    wait_group_phase(&t, "scheduling.volcano.sh", "v1beta1", "pt-v", "Running").await;
 }
 
 /// (b) A second PyTorchJob on a cluster the first fills waits whole (none of its pods bound

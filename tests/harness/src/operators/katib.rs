@@ -143,7 +143,10 @@ fn ensure_webhook_certs() -> Result<String> {
         }
         let (ca, cert, key) = webhook_certs()?;
         let parent = dir.parent().unwrap_or(dir);
-        let tmp = parent.join(format!(".katib-cert-{}", std::process::id()));
+        // Unique per call: tests of one process run on threads sharing its pid.
+        static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = parent.join(format!(".katib-cert-{}-{attempt}", std::process::id()));
         std::fs::create_dir_all(&tmp).context(format!("creating {}", tmp.display()))?;
         for (file, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
             let p = tmp.join(file);

@@ -19,7 +19,6 @@
 //! - Its metrics and health ports on free loopback ports, its webhook server on a free port,
 //!   leader election off, the cluster's admin kubeconfig. The process dies with the test.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,16 +27,13 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cluster::TestCluster;
 use crate::error::{Context, Error, Result};
 use crate::operators::process::OperatorProcess;
+use crate::operators::webhook_tls;
 use crate::operators::{OperatorBuild, build_async};
 use crate::ports;
 use crate::process::Proc;
@@ -50,13 +46,6 @@ pub const WEBHOOK_SECRET: &str = "training-operator-webhook-cert";
 pub const WEBHOOK_CONFIGURATION: &str = "validator.training-operator.kubeflow.org";
 const SERVICE_DNS_NAME: &str = "training-operator.kubeflow.svc";
 const CA_NAME: &str = "training-operator-ca";
-/// Where cert-controller looks for `tls.crt` (a hard-coded constant in pkg/cert/cert.go).
-const ROTATOR_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
-
-/// The webhook CA's key: a throwaway RSA key generated for these tests (`openssl genrsa`), not
-/// a secret; the CA only ever serves a loopback webhook of a test cluster.
-const CA_KEY_PKCS1: &str = include_str!("training-webhook-ca.rsa.pem");
-const CA_KEY_PKCS8: &str = include_str!("training-webhook-ca.pkcs8.pem");
 
 /// How to start the operator.
 #[derive(Clone, Debug, Default)]
@@ -75,62 +64,6 @@ pub struct TrainingOperator {
     pub webhook_port: u16,
     pub metrics_port: u16,
     pub health_port: u16,
-}
-
-struct WebhookCerts {
-    ca_der: Vec<u8>,
-    ca_cert: String,
-    ca_key: String,
-    tls_cert: String,
-    tls_key: String,
-}
-
-fn webhook_certs() -> Result<WebhookCerts> {
-    let dn = |cn: &str| {
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        dn.push(DnType::OrganizationName, "training-operator");
-        dn
-    };
-    // The rotator parses the CA key as PKCS#1 RSA (cert-controller buildArtifactsFromSecret),
-    // and rcgen cannot generate RSA keys with ring: a fixed test-only key, in both encodings.
-    let ca_key = KeyPair::from_pkcs8_pem_and_sign_algo(CA_KEY_PKCS8, &rcgen::PKCS_RSA_SHA256)?;
-    // The rotator verifies its CA for the DNS name CA_NAME.
-    let mut ca = CertificateParams::new(vec![CA_NAME.to_string()])?;
-    ca.distinguished_name = dn(CA_NAME);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    // Beyond the rotator's 90-day look-ahead; fixed so clock skew never matters.
-    ca.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    ca.not_after = rcgen::date_time_ymd(2099, 1, 1);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::from_params(&ca, &ca_key);
-
-    let key = KeyPair::generate()?;
-    let mut serving = CertificateParams::new(vec![SERVICE_DNS_NAME.to_string()])?;
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    serving.distinguished_name = dn(SERVICE_DNS_NAME);
-    serving.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    serving.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    serving.not_after = rcgen::date_time_ymd(2099, 1, 1);
-    let cert = serving.signed_by(&key, &issuer)?;
-    Ok(WebhookCerts {
-        ca_der: ca_cert.der().to_vec(),
-        ca_cert: ca_cert.pem(),
-        ca_key: CA_KEY_PKCS1.to_string(),
-        tls_cert: cert.pem(),
-        tls_key: key.serialize_pem(),
-    })
 }
 
 fn fail(detail: impl Into<String>) -> Error {
@@ -207,7 +140,7 @@ impl TrainingOperator {
         };
         create_or_keep(&namespaces, &ns, "namespace kubeflow").await?;
 
-        let certs = webhook_certs()?;
+        let certs = webhook_tls::webhook_certs("training-operator", CA_NAME, SERVICE_DNS_NAME)?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
         let data = [
             ("ca.crt", &certs.ca_cert),
@@ -253,23 +186,8 @@ impl TrainingOperator {
         let state = cluster.dir().join(NAME);
         let tmp = state.join("tmp");
         let cert_dir = tmp.join("k8s-webhook-server/serving-certs");
-        std::fs::create_dir_all(&cert_dir).context(format!("creating {}", cert_dir.display()))?;
-        for (file, pem) in [("tls.crt", &certs.tls_cert), ("tls.key", &certs.tls_key)] {
-            let p = cert_dir.join(file);
-            std::fs::write(&p, pem).context(format!("writing {}", p.display()))?;
-        }
-        std::fs::create_dir_all(ROTATOR_CERT_DIR)
-            .context(format!("creating {ROTATOR_CERT_DIR}"))?;
-        let marker = Path::new(ROTATOR_CERT_DIR).join("tls.crt");
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).context(format!("creating {}", marker.display())),
-        }
+        webhook_tls::write_serving_pair(&cert_dir, &certs)?;
+        webhook_tls::rotator_marker()?;
 
         let mut args = vec![
             format!("--kubeconfig={}", cluster.kubeconfig_path().display()),

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Context, Error, Result};
 
-/// The throwaway test CA key of training.rs (`openssl genrsa`), not a secret: it only ever
+/// The throwaway test CA key every operator harness uses (`openssl genrsa`), not a secret: it only ever
 /// signs loopback webhooks of test clusters.
 const CA_KEY_PKCS1: &str = include_str!("training-webhook-ca.rsa.pem");
 const CA_KEY_PKCS8: &str = include_str!("training-webhook-ca.pkcs8.pem");

@@ -106,7 +106,11 @@ fn template_renders_valid_objects_for_custom_values() {
             .collect();
         assert_eq!(
             crds,
-            ["gpunodes.muster.dev", "podgroups.muster.dev"],
+            [
+                "gpunodes.muster.dev",
+                "podgroups.muster.dev",
+                "queues.muster.dev"
+            ],
             "{sets:?}"
         );
     }

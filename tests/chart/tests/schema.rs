@@ -95,6 +95,15 @@ fn bad_values_fail_with_a_clear_message() {
             &["dashboard.enabled=yes"],
             &["/dashboard/enabled", "boolean"],
         ),
+        (
+            &["queues.createDefault=yes"],
+            &["/queues/createDefault", "boolean"],
+        ),
+        (
+            &["queues.defaultSpec.gpu.weight=-1"],
+            &["/queues/defaultSpec/gpu/weight", "minimum"],
+        ),
+        (&["queues.defaultSpec.gpus.limit=4"], &["gpus"]),
         // A typo is an error, not silently ignored.
         (&["scheduler.replica=2"], &["replica"]),
         (&["nodee.enabled=false"], &["nodee"]),
@@ -124,6 +133,12 @@ fn good_edge_values_pass_the_schema() {
             "scheduler.extender.reserveAfterSeconds=0",
         ],
         &["alerts.idleUtilizationPercent=0"],
+        &["queues.createDefault=false"],
+        &[
+            "queues.defaultSpec.parent=org",
+            "queues.defaultSpec.gpu.guaranteed=2",
+            "queues.defaultSpec.memory.limit=1Ti",
+        ],
         &["node.devicePlugin.resource=example.com/gpu"],
         &[
             "scheduler.extender.tls.enabled=true",

@@ -19,10 +19,11 @@
 mod plan;
 mod reclaim;
 mod share;
+mod status;
 mod usage;
 
-pub use plan::{QueueAmounts, QueueStatus, QueueWait};
 pub use share::format_ratio;
+pub use status::{QueueAmounts, QueueStatus, QueueWait};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@
 
 use super::reclaim;
 use super::share::{self, fair_shares, format_ratio};
+use super::status::{QueueWait, capacity, status};
 use super::usage::{self, Usage, add, of_members, sub};
 use super::{Amounts, QueueTree, RESOURCES};
 use crate::cluster::Cluster;
@@ -21,57 +22,7 @@ use crate::planner::{
     GangPlacement, Plan, PlannerConfig, Preemption, Waiting, order, reserve_noted,
 };
 use crate::preemption::{self, Outcome};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
-
-/// What a waiting gang's queue has to do with its wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum QueueWait {
-    /// Its queue does not exist or is not a leaf.
-    InvalidQueue,
-    /// Its queue or an ancestor would go above its limit.
-    AtLimit,
-    /// Reclaiming borrowed capacity would make room, but may not be done.
-    ReclaimRefused,
-    /// Queues further below their fair share went first and took the room.
-    FairShare,
-}
-
-/// GPUs, CPU and memory, as in a Queue's status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueAmounts {
-    pub gpus: u64,
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-}
-
-impl From<Amounts> for QueueAmounts {
-    fn from(a: Amounts) -> QueueAmounts {
-        QueueAmounts {
-            gpus: a[0],
-            cpu_millis: a[1],
-            memory_bytes: a[2],
-        }
-    }
-}
-
-/// One queue's state as of the snapshot a plan was made over (before the plan).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueStatus {
-    pub name: String,
-    pub parent: Option<String>,
-    pub guaranteed: QueueAmounts,
-    pub allocated: QueueAmounts,
-    /// Held above its guarantee (resources it names).
-    pub borrowed: QueueAmounts,
-    /// Its idle guarantee that other queues are using.
-    pub lent: QueueAmounts,
-    pub fair_share: QueueAmounts,
-    /// Allocated over fair share on the dominant resource, parts per million.
-    pub share_ppm: u64,
-    pub pending_gangs: u32,
-    pub running_gangs: u32,
-}
 
 impl Cluster {
     /// Plans like [`Cluster::plan`], with queues (see [`crate::queues`]). With an empty tree,
@@ -91,7 +42,7 @@ impl Cluster {
     }
 }
 
-struct Entry<'g> {
+pub(super) struct Entry<'g> {
     gang: &'g Gang,
     core: Vec<&'g PodRequest>,
     extra: Vec<&'g PodRequest>,
@@ -480,49 +431,4 @@ fn waiting(gang: &Gang, reason: WaitReason, message: String, q: QueueWait) -> Wa
         reserved_nodes: Vec::new(),
         queue: Some(q),
     }
-}
-
-/// What the roots split: schedulable nodes' allocatable GPUs (healthy), CPU and memory.
-fn capacity(cluster: &Cluster) -> Amounts {
-    cluster
-        .nodes
-        .iter()
-        .filter(|n| n.present && n.info.schedulable)
-        .fold([0; 3], |acc, n| {
-            let a = n.info.allocatable;
-            let gpus = a.gpus.min(n.healthy.count_ones());
-            add(acc, [u64::from(gpus), a.cpu_millis, a.memory_bytes])
-        })
-}
-
-fn status(
-    tree: &QueueTree,
-    usage: &Usage,
-    shares: &[Amounts],
-    lines: &[VecDeque<Entry<'_>>],
-) -> Vec<super::QueueStatus> {
-    let lent = usage.lent(tree);
-    let mut pending = vec![0u32; tree.nodes.len()];
-    for (q, line) in lines.iter().enumerate() {
-        let n = u32::try_from(line.len()).unwrap_or(u32::MAX);
-        for c in tree.chain(q) {
-            pending[c] = pending[c].saturating_add(n);
-        }
-    }
-    tree.nodes
-        .iter()
-        .enumerate()
-        .map(|(q, node)| QueueStatus {
-            name: node.name.clone(),
-            parent: node.parent.map(|p| tree.nodes[p].name.clone()),
-            guaranteed: node.guaranteed.into(),
-            allocated: usage.alloc[q].into(),
-            borrowed: usage.borrowed(tree, q).into(),
-            lent: lent[q].into(),
-            fair_share: shares[q].into(),
-            share_ppm: share::ratio(&usage.alloc[q], &shares[q]),
-            pending_gangs: pending[q],
-            running_gangs: usage.running[q],
-        })
-        .collect()
 }

@@ -244,3 +244,35 @@ fn an_empty_tree_plans_exactly_like_plan() {
             .all(|w| w.reason != WaitReason::MissingMembers)
     );
 }
+
+#[test]
+fn a_borrower_that_protects_what_it_borrows_is_not_reclaimed() {
+    // Volcano's `reclaimable: false` on the borrower: what team-b uses beyond its guarantee is
+    // not taken back; team-a waits and is told why.
+    let c = borrowed();
+    let tree = QueueTree::new(&[
+        gpus("team-a", 16, None),
+        gpus("team-b", 16, None).borrowed_reclaimable(false),
+    ])
+    .unwrap();
+    let p = plan(&c, &[gang("a1", "team-a", 2, -5)], &tree);
+    assert!(p.preemptions.is_empty(), "{:?}", p.preemptions);
+    let w = p.waiting_for(&GangKey::new("ns", "a1")).unwrap();
+    assert!(
+        w.message
+            .contains("team-b keeps what it borrows (borrowed capacity not reclaimable)"),
+        "{}",
+        w.message
+    );
+}
+
+#[test]
+fn a_closed_queue_admits_no_gang_and_says_so() {
+    let c = cluster(2);
+    let tree = QueueTree::new(&[gpus("team-a", 16, None).closed(true)]).unwrap();
+    let p = plan(&c, &[gang("a1", "team-a", 1, 0)], &tree);
+    assert!(p.placements.is_empty());
+    let w = p.waiting_for(&GangKey::new("ns", "a1")).unwrap();
+    assert_eq!(w.queue, Some(QueueWait::Closed));
+    assert_eq!(w.message, "queue team-a is closed: it admits no new gangs");
+}

@@ -15,6 +15,9 @@
 //!   evicts borrowers (whole gangs of other queues above their guarantee) to get room. A
 //!   queue with `reclaimable: false` still lends its idle guarantee, but lends it for good:
 //!   it never evicts borrowers and waits for them to finish instead.
+//! - `borrowed_reclaimable` (default true) is the borrower's side (Volcano's `reclaimable`):
+//!   `false` keeps what the queue holds above its guarantee from ever being reclaimed.
+//! - `closed`: the queue admits no new gangs (Volcano's `Closed` state).
 
 mod plan;
 mod reclaim;
@@ -102,6 +105,14 @@ pub struct QueueSpec {
     pub quotas: Vec<QuotaSpec>,
     #[serde(default = "yes")]
     pub reclaimable: bool,
+    /// Whether what this queue holds above its guarantee may be reclaimed by others (Volcano's
+    /// `reclaimable`, the borrower's side). `false`: its gangs are never reclaim victims.
+    #[serde(default = "yes")]
+    pub borrowed_reclaimable: bool,
+    /// A closed queue (Volcano's `Closed`/`Closing` state) admits no new gangs; its running
+    /// gangs keep running and count as before.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl QueueSpec {
@@ -112,6 +123,8 @@ impl QueueSpec {
             parent: None,
             quotas: Vec::new(),
             reclaimable: true,
+            borrowed_reclaimable: true,
+            closed: false,
         }
     }
 
@@ -151,6 +164,16 @@ impl QueueSpec {
 
     pub fn reclaimable(mut self, reclaimable: bool) -> QueueSpec {
         self.reclaimable = reclaimable;
+        self
+    }
+
+    pub fn borrowed_reclaimable(mut self, borrowed_reclaimable: bool) -> QueueSpec {
+        self.borrowed_reclaimable = borrowed_reclaimable;
+        self
+    }
+
+    pub fn closed(mut self, closed: bool) -> QueueSpec {
+        self.closed = closed;
         self
     }
 }
@@ -218,6 +241,8 @@ pub(crate) struct QueueNode {
     pub limit: Amounts,
     pub weight: Amounts,
     pub reclaimable: bool,
+    pub borrowed_reclaimable: bool,
+    pub closed: bool,
 }
 
 /// A validated queue hierarchy. Queues are kept sorted by name, so everything derived from a
@@ -261,6 +286,8 @@ impl QueueTree {
                 limit: [u64::MAX; 3],
                 weight: [1; 3],
                 reclaimable: s.reclaimable,
+                borrowed_reclaimable: s.borrowed_reclaimable,
+                closed: s.closed,
             };
             for q in &s.quotas {
                 quota(&mut node, q)?;

@@ -93,6 +93,18 @@ impl<'c, 'g> Round<'c, 'g> {
                     continue;
                 }
             };
+            if tree.nodes[leaf].closed {
+                plan.waiting.push(waiting(
+                    gang,
+                    WaitReason::Capacity,
+                    format!(
+                        "queue {} is closed: it admits no new gangs",
+                        tree.nodes[leaf].name
+                    ),
+                    QueueWait::Closed,
+                ));
+                continue;
+            }
             let running = cluster.gangs.get(&gang.key).map_or(0, |g| g.live);
             let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
             members.sort_by(|a, b| a.id.cmp(&b.id));

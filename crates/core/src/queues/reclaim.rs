@@ -62,6 +62,9 @@ pub(crate) fn candidates(
     for (key, g, v) in all {
         let held = of_gang(g);
         let leaf = &tree.nodes[v];
+        if !leaf.borrowed_reclaimable {
+            continue;
+        }
         let borrows =
             (0..3).any(|k| leaf.named[k] && held[k] > 0 && left[v][k] > leaf.guaranteed[k]);
         if !borrows {
@@ -130,13 +133,14 @@ pub(crate) fn search(
     let allowed: HashSet<GangKey> = candidates(tree, usage, &work.cluster.gangs, q, evicted)
         .into_iter()
         .collect();
+    let kept = protected(tree, usage, q);
     if allowed.is_empty() {
-        return Outcome::Impossible(None);
+        return Outcome::Impossible(kept);
     }
     let name = &tree.nodes[q].name;
     let reclaimable = tree.nodes[q].reclaimable;
     let describe = |victims: &[Victim]| borrowed_by(victims, &usage.queue_of, tree);
-    preemption::search_with(
+    let outcome = preemption::search_with(
         work,
         gang,
         members,
@@ -174,5 +178,38 @@ pub(crate) fn search(
             },
             reclaim: true,
         },
-    )
+    );
+    match (outcome, kept) {
+        (Outcome::Impossible(note), Some(k)) => Outcome::Impossible(Some(match note {
+            Some(n) => format!("{n}; {k}"),
+            None => k,
+        })),
+        (o, _) => o,
+    }
+}
+
+/// "team-b keeps what it borrows (...)": queues outside the waiting one's chain that hold
+/// more than their guarantee but protect it from reclaim.
+fn protected(tree: &QueueTree, usage: &Usage, q: usize) -> Option<String> {
+    let waiting: Vec<usize> = tree.chain(q).collect();
+    let names: Vec<&str> = (0..tree.nodes.len())
+        .filter(|v| !waiting.contains(v))
+        .filter(|&v| {
+            let n = &tree.nodes[v];
+            n.children.is_empty()
+                && !n.borrowed_reclaimable
+                && (0..3).any(|k| n.named[k] && usage.alloc[v][k] > n.guaranteed[k])
+        })
+        .map(|v| tree.nodes[v].name.as_str())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} keep{} what {} borrow{} (borrowed capacity not reclaimable)",
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" },
+        if names.len() == 1 { "it" } else { "they" },
+        if names.len() == 1 { "s" } else { "" },
+    ))
 }

@@ -19,6 +19,8 @@ pub enum QueueWait {
     ReclaimRefused,
     /// Queues further below their fair share went first and took the room.
     FairShare,
+    /// Its queue is closed to new gangs.
+    Closed,
 }
 
 /// GPUs, CPU and memory, as in a Queue's status.

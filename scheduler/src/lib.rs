@@ -16,5 +16,6 @@ pub mod gang;
 pub mod gang_index;
 pub mod leader;
 pub mod metrics;
+pub mod queues;
 pub mod resources;
 pub mod snapshot;

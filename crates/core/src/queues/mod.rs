@@ -374,6 +374,11 @@ impl QueueTree {
         self.by_name.contains_key(name)
     }
 
+    /// Whether gangs may be placed in the queue: it exists and has no children.
+    pub fn is_leaf(&self, name: &str) -> bool {
+        self.leaf(name).is_ok()
+    }
+
     pub(crate) fn index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }

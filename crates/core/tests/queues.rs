@@ -123,6 +123,9 @@ fn borrowing_shows_in_status() {
     );
     let a = status(&p, "team-a");
     assert_eq!((a.allocated.gpus, a.borrowed.gpus, a.lent.gpus), (0, 0, 16));
+    assert_eq!(a.limit.gpus, u64::MAX, "no limit");
+    let tree = QueueTree::new(&[gpus("team-a", 16, Some(24)), gpus("team-b", 16, None)]).unwrap();
+    assert_eq!(status(&plan(&c, &[], &tree), "team-a").limit.gpus, 24);
 }
 
 #[test]

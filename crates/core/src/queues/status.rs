@@ -47,6 +47,8 @@ pub struct QueueStatus {
     pub name: String,
     pub parent: Option<String>,
     pub guaranteed: QueueAmounts,
+    /// The most it may hold; `u64::MAX` where it has no limit.
+    pub limit: QueueAmounts,
     pub allocated: QueueAmounts,
     /// Held above its guarantee (resources it names).
     pub borrowed: QueueAmounts,
@@ -93,6 +95,7 @@ pub(super) fn status(
             name: node.name.clone(),
             parent: node.parent.map(|p| tree.nodes[p].name.clone()),
             guaranteed: node.guaranteed.into(),
+            limit: node.limit.into(),
             allocated: usage.alloc[q].into(),
             borrowed: usage.borrowed(tree, q).into(),
             lent: lent[q].into(),

@@ -50,9 +50,18 @@ pub struct Args {
     /// Fraction of jobs with high priority (they may preempt under `muster`).
     #[arg(long, default_value_t = 0.05)]
     pub high_priority: f64,
-    /// Policies to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "muster,fifo,greedy")]
-    pub policies: Vec<String>,
+    /// Policies to compare, comma-separated [default: muster,fifo,greedy; with queues
+    /// muster-queues,muster-hard-quota,muster,fifo,greedy].
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Option<Vec<String>>,
+    /// Queues: `vc` makes every virtual cluster a queue under one root, guaranteed GPUs in
+    /// proportion to its demand (summing to the cluster's GPUs), no limit, weight 1.
+    #[arg(long, value_name = "MODE", conflicts_with = "queue_file")]
+    pub queues: Option<String>,
+    /// Queues from a YAML or JSON list of {name, guaranteed, limit, weight} (GPUs); jobs of
+    /// virtual clusters not listed go to a `default` queue.
+    #[arg(long, value_name = "PATH")]
+    pub queue_file: Option<PathBuf>,
     /// muster: gangs from the head of the queue planned per cycle.
     #[arg(long, default_value_t = 256)]
     pub plan_window: usize,
@@ -78,6 +87,21 @@ pub struct Args {
     /// Run the policies one after another instead of on parallel threads.
     #[arg(long)]
     pub sequential: bool,
+}
+
+impl Args {
+    pub fn has_queues(&self) -> bool {
+        self.queues.is_some() || self.queue_file.is_some()
+    }
+
+    /// `--policies`, or the default for the run (queue policies first when it has queues).
+    pub fn policy_names(&self) -> Vec<String> {
+        match &self.policies {
+            Some(p) => p.clone(),
+            None if self.has_queues() => crate::policies::ALL.map(String::from).to_vec(),
+            None => ["muster", "fifo", "greedy"].map(String::from).to_vec(),
+        }
+    }
 }
 
 impl Default for Args {

@@ -2,8 +2,10 @@
 //! forward (idle gaps are skipped), and after each batch of simultaneous events the policy runs
 //! one scheduling cycle. Deterministic: no clocks, no hash-order dependence.
 
-use crate::metrics::{Deadlock, Integrals, PolicyReport, Sample, Stats};
+use crate::metrics::{Deadlock, Integrals, PolicyReport, Sample};
 use crate::policies::Policy;
+use crate::queues::QueueSetup;
+use crate::queues::track::QueueTrack;
 use crate::slowdown::SlowdownModel;
 use crate::topo::Topo;
 use crate::workload::{HIGH_PRIORITY, Job};
@@ -77,13 +79,15 @@ pub struct Sim<'a> {
     gang_job: HashMap<GangKey, usize>,
     slowdown: &'a SlowdownModel,
     checkpoint_secs: u64,
-    running_gpus: u32,
+    pub(crate) running_gpus: u32,
     partial_gpus: u32,
     queued_high: usize,
     queued_whole_node: usize,
-    preemptions: u64,
-    lost_gpu_seconds: f64,
-    factors: Vec<f64>,
+    pub(crate) preemptions: u64,
+    pub(crate) lost_gpu_seconds: f64,
+    pub(crate) factors: Vec<f64>,
+    /// Per-queue accounting, when the run has queues (every policy is measured by them).
+    pub queues: Option<QueueTrack<'a>>,
     /// Pods placed or jobs started/evicted in the current cycle.
     pub progress: bool,
 }
@@ -118,9 +122,13 @@ impl<'a> Sim<'a> {
     pub fn gang(&self, job: usize) -> Gang {
         let j = &self.jobs[job];
         let sizes = &self.rt[job].pod_sizes;
+        let queue = match &self.queues {
+            Some(t) => t.setup.leaf_name(job).to_string(),
+            None => j.queue.clone(),
+        };
         Gang {
             key: self.gang_key(job),
-            queue: j.queue.clone(),
+            queue,
             priority: j.priority,
             created_at: j.arrival,
             min_member: sizes.len() as u32,
@@ -172,7 +180,15 @@ impl<'a> Sim<'a> {
                 now: self.now,
                 source,
             })?;
-        self.gang_job.insert(self.gang_key(job), job);
+        let key = self.gang_key(job);
+        if let Some(t) = &mut self.queues {
+            // The core counts a running gang against the queue set here (default otherwise).
+            if self.rt[job].placed.is_empty() {
+                self.cluster.set_gang_queue(&key, t.setup.leaf_name(job));
+            }
+            t.placed(job, size);
+        }
+        self.gang_job.insert(key, job);
         self.free[node] -= size;
         self.partial_gpus += size;
         let rt = &mut self.rt[job];
@@ -210,8 +226,9 @@ impl<'a> Sim<'a> {
 
     /// Evicts a running job whole; it goes back to its old queue place and later resumes
     /// from its last checkpoint (taken every `checkpoint_secs` of ideal-placement work; 0 =
-    /// restart from scratch). Work since that checkpoint is lost.
-    pub fn evict(&mut self, job: usize) {
+    /// restart from scratch). Work since that checkpoint is lost; returns it in GPU-seconds.
+    pub fn evict(&mut self, job: usize) -> f64 {
+        let mut lost_gpu_seconds = 0.0;
         if let Phase::Running { start } = self.rt[job].phase {
             let gpus = self.jobs[job].gpus;
             let elapsed = (self.now - start) as f64;
@@ -223,7 +240,8 @@ impl<'a> Sim<'a> {
             };
             rt.saved_work = (rt.saved_work + saved).min(self.jobs[job].duration.saturating_sub(1));
             let lost = (elapsed - saved as f64 * rt.factor).max(0.0);
-            self.lost_gpu_seconds += lost * f64::from(gpus);
+            lost_gpu_seconds = lost * f64::from(gpus);
+            self.lost_gpu_seconds += lost_gpu_seconds;
             self.running_gpus -= gpus;
             self.partial_gpus += gpus;
         }
@@ -233,6 +251,15 @@ impl<'a> Sim<'a> {
         self.rt[job].phase = Phase::Waiting;
         self.enqueue(job);
         self.progress = true;
+        lost_gpu_seconds
+    }
+
+    /// Evicts a job for another queue's reclaim: like [`Sim::evict`], also counted per queue.
+    pub fn evict_reclaimed(&mut self, job: usize) {
+        let lost = self.evict(job);
+        if let Some(t) = &mut self.queues {
+            t.reclaimed(job, lost);
+        }
     }
 
     fn release(&mut self, job: usize) {
@@ -243,6 +270,9 @@ impl<'a> Sim<'a> {
             let size = self.rt[job].pod_sizes[pod];
             self.free[node] += size;
             self.partial_gpus -= size;
+            if let Some(t) = &mut self.queues {
+                t.released(job, size);
+            }
         }
         let key = self.gang_key(job);
         self.gang_job.remove(&key);
@@ -256,13 +286,23 @@ impl<'a> Sim<'a> {
     }
 
     fn enqueue(&mut self, job: usize) {
-        self.queue.insert(self.queue_key(job));
+        let key = self.queue_key(job);
+        if let Some(t) = &mut self.queues {
+            let q = t.leaf(job);
+            t.lanes[q].insert(key);
+        }
+        self.queue.insert(key);
         self.queued_high += usize::from(self.jobs[job].priority >= HIGH_PRIORITY);
         self.queued_whole_node += usize::from(self.jobs[job].gpus >= self.topo.gpus_per_node);
     }
 
     fn dequeue(&mut self, job: usize) {
-        if self.queue.remove(&self.queue_key(job)) {
+        let key = self.queue_key(job);
+        if let Some(t) = &mut self.queues {
+            let q = t.leaf(job);
+            t.lanes[q].remove(&key);
+        }
+        if self.queue.remove(&key) {
             self.queued_high -= usize::from(self.jobs[job].priority >= HIGH_PRIORITY);
             self.queued_whole_node -= usize::from(self.jobs[job].gpus >= self.topo.gpus_per_node);
         }
@@ -325,13 +365,26 @@ pub struct RunOutput {
     pub scheduling: std::time::Duration,
 }
 
-/// Simulates `jobs` (sorted by arrival, ids = indices) under `policy`.
+/// Simulates `jobs` (sorted by arrival, ids = indices) under `policy`, without queues.
 pub fn run(
     policy: &mut dyn Policy,
     topo: &Topo,
     jobs: &[Job],
     slowdown: &SlowdownModel,
     limits: &RunLimits,
+    on_event: impl FnMut(),
+) -> Result<RunOutput, SimError> {
+    run_with(policy, topo, jobs, slowdown, limits, None, on_event)
+}
+
+/// [`run`], measuring (and, for queue policies, scheduling by) `queues` when given.
+pub fn run_with(
+    policy: &mut dyn Policy,
+    topo: &Topo,
+    jobs: &[Job],
+    slowdown: &SlowdownModel,
+    limits: &RunLimits,
+    queues: Option<&QueueSetup>,
     mut on_event: impl FnMut(),
 ) -> Result<RunOutput, SimError> {
     let cluster = topo.cluster().map_err(|e| SimError::UnknownGang {
@@ -373,6 +426,7 @@ pub fn run(
         preemptions: 0,
         lost_gpu_seconds: 0.0,
         factors: Vec::new(),
+        queues: queues.map(QueueTrack::new),
         progress: false,
     };
     let mut integrals = Integrals::until(limits.metrics_until);
@@ -390,10 +444,16 @@ pub fn run(
         };
         if t > limits.time_bound {
             integrals.advance(limits.time_bound.max(sim.now), &current);
+            if let Some(q) = &mut sim.queues {
+                q.advance(limits.time_bound.max(sim.now));
+            }
             hit_time_bound = true;
             break;
         }
         integrals.advance(t, &current);
+        if let Some(q) = &mut sim.queues {
+            q.advance(t);
+        }
         sim.now = t;
         while let Some(&Reverse((at, job, attempt))) = sim.completions.peek() {
             if at != t {
@@ -457,69 +517,8 @@ pub fn run(
         .collect();
     Ok(RunOutput {
         jobs: outcomes,
-        report: summarise(&sim, &integrals, cycles, deadlock, hit_time_bound),
+        report: crate::metrics::summarise(&sim, &integrals, cycles, deadlock, hit_time_bound),
         series: integrals.series,
         scheduling,
     })
-}
-
-fn summarise(
-    sim: &Sim<'_>,
-    integrals: &Integrals,
-    cycles: u64,
-    deadlock: Option<Deadlock>,
-    hit_time_bound: bool,
-) -> PolicyReport {
-    let mut jct = Vec::new();
-    let mut delay = Vec::new();
-    let mut high_delay = Vec::new();
-    let mut last_end = 0u64;
-    for (j, rt) in sim.jobs.iter().zip(&sim.rt) {
-        if let Phase::Done { end } = rt.phase {
-            jct.push((end - j.arrival) as f64);
-            last_end = last_end.max(end);
-        }
-        if let Some(s) = rt.first_start {
-            delay.push((s - j.arrival) as f64);
-            if j.priority >= HIGH_PRIORITY {
-                high_delay.push((s - j.arrival) as f64);
-            }
-        }
-    }
-    let completed = jct.len();
-    let elapsed = integrals.elapsed().max(1.0);
-    let capacity = sim.topo.gpu_total() as f64 * elapsed;
-    let end = if completed == sim.jobs.len() {
-        last_end
-    } else {
-        integrals.last
-    };
-    let first = sim.jobs.first().map_or(0, |j| j.arrival);
-    PolicyReport {
-        policy: sim.policy.clone(),
-        jobs: sim.jobs.len(),
-        completed,
-        unfinished: sim.jobs.len() - completed,
-        jct: Stats::of(&mut jct),
-        queueing_delay: Stats::of(&mut delay),
-        high_priority_delay_avg: Stats::of(&mut high_delay).avg,
-        allocation_ratio: integrals.allocated / capacity,
-        busy_ratio: integrals.busy / capacity,
-        makespan: end.saturating_sub(first) as f64,
-        preemptions: sim.preemptions,
-        lost_gpu_hours: sim.lost_gpu_seconds / 3600.0,
-        stranded_gpus_avg: integrals.stranded / elapsed,
-        fragmentation_blocked: integrals.blocked / elapsed,
-        partial_jobs: sim.rt.iter().filter(|r| r.ever_partial).count(),
-        partial_gpus_avg: integrals.partial / elapsed,
-        slowdown_avg: if sim.factors.is_empty() {
-            1.0
-        } else {
-            sim.factors.iter().sum::<f64>() / sim.factors.len() as f64
-        },
-        slowed_runs: sim.factors.iter().filter(|&&f| f > 1.0).count(),
-        deadlock,
-        hit_time_bound,
-        cycles,
-    }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod engine;
 pub mod metrics;
 pub mod policies;
+pub mod queues;
 pub mod report;
 pub mod rng;
 pub mod run;

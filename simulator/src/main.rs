@@ -33,6 +33,10 @@ fn main() -> ExitCode {
     // A closed pipe (`| head`) is not an error worth a panic.
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", report::table::render(&results));
+    let queues = report::queues::render(&results);
+    if !queues.is_empty() {
+        let _ = write!(out, "\n{queues}");
+    }
     let _ = writeln!(out, "\n{}", report::table::timings(&results));
     match report::write(&args.out, &results) {
         Ok(paths) => {

@@ -1,5 +1,8 @@
 //! Per-policy measurements: time integrals of cluster state and per-job outcomes.
 
+use crate::engine::{Phase, Sim};
+use crate::queues::track::QueueMetrics;
+use crate::workload::HIGH_PRIORITY;
 use serde::Serialize;
 
 /// Average and percentiles of a sample (seconds).
@@ -135,6 +138,9 @@ pub struct PolicyReport {
     pub hit_time_bound: bool,
     /// Planning cycles run.
     pub cycles: u64,
+    /// Per-queue results, when the run has queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<QueueMetrics>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -155,6 +161,83 @@ pub struct Timing {
     pub scheduling_ms: f64,
     pub cycles: u64,
     pub us_per_cycle: f64,
+}
+
+/// One policy's report from the state its run ended in.
+pub(crate) fn summarise(
+    sim: &Sim<'_>,
+    integrals: &Integrals,
+    cycles: u64,
+    deadlock: Option<Deadlock>,
+    hit_time_bound: bool,
+) -> PolicyReport {
+    let mut jct = Vec::new();
+    let mut delay = Vec::new();
+    let mut high_delay = Vec::new();
+    let mut last_end = 0u64;
+    for (j, rt) in sim.jobs.iter().zip(&sim.rt) {
+        if let Phase::Done { end } = rt.phase {
+            jct.push((end - j.arrival) as f64);
+            last_end = last_end.max(end);
+        }
+        if let Some(s) = rt.first_start {
+            delay.push((s - j.arrival) as f64);
+            if j.priority >= HIGH_PRIORITY {
+                high_delay.push((s - j.arrival) as f64);
+            }
+        }
+    }
+    let completed = jct.len();
+    let elapsed = integrals.elapsed().max(1.0);
+    let capacity = sim.topo.gpu_total() as f64 * elapsed;
+    let end = if completed == sim.jobs.len() {
+        last_end
+    } else {
+        integrals.last
+    };
+    let first = sim.jobs.first().map_or(0, |j| j.arrival);
+    PolicyReport {
+        policy: sim.policy.clone(),
+        jobs: sim.jobs.len(),
+        completed,
+        unfinished: sim.jobs.len() - completed,
+        jct: Stats::of(&mut jct),
+        queueing_delay: Stats::of(&mut delay),
+        high_priority_delay_avg: Stats::of(&mut high_delay).avg,
+        allocation_ratio: integrals.allocated / capacity,
+        busy_ratio: integrals.busy / capacity,
+        makespan: end.saturating_sub(first) as f64,
+        preemptions: sim.preemptions,
+        lost_gpu_hours: sim.lost_gpu_seconds / 3600.0,
+        stranded_gpus_avg: integrals.stranded / elapsed,
+        fragmentation_blocked: integrals.blocked / elapsed,
+        partial_jobs: sim.rt.iter().filter(|r| r.ever_partial).count(),
+        partial_gpus_avg: integrals.partial / elapsed,
+        slowdown_avg: if sim.factors.is_empty() {
+            1.0
+        } else {
+            sim.factors.iter().sum::<f64>() / sim.factors.len() as f64
+        },
+        slowed_runs: sim.factors.iter().filter(|&&f| f > 1.0).count(),
+        deadlock,
+        hit_time_bound,
+        cycles,
+        queues: sim.queues.as_ref().map(|t| {
+            let outcomes: Vec<(usize, Option<f64>, Option<f64>)> = sim
+                .jobs
+                .iter()
+                .zip(&sim.rt)
+                .map(|(j, rt)| {
+                    let end = match rt.phase {
+                        Phase::Done { end } => Some((end - j.arrival) as f64),
+                        _ => None,
+                    };
+                    (j.id, rt.first_start.map(|s| (s - j.arrival) as f64), end)
+                })
+                .collect();
+            t.report(&outcomes)
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,12 @@
 use crate::cli::Args;
 use crate::engine::{self, RunLimits, SimError};
 use crate::metrics::{PolicyReport, Timing};
-use crate::policies::{self, muster::MusterConfig};
+use crate::policies::{
+    self,
+    muster::{MusterConfig, QueueTrees},
+};
+use crate::queues::file::QueueFileError;
+use crate::queues::{QueueMode, QueueSetup};
 use crate::slowdown::SlowdownModel;
 use crate::topo::{Topo, TopoError};
 use crate::workload::philly::{TraceError, TraceWindow};
@@ -27,6 +32,10 @@ pub enum RunError {
     Trace(#[from] TraceError),
     #[error(transparent)]
     Sim(#[from] SimError),
+    #[error(transparent)]
+    QueueFile(#[from] QueueFileError),
+    #[error("queues: {0}")]
+    Queues(#[from] muster_core::QueueError),
     #[error("invalid option: {0}")]
     Option(String),
     #[error("a simulation thread panicked")]
@@ -69,6 +78,9 @@ pub struct Results {
     pub checkpoint_every: u64,
     pub slowdown: SlowdownModel,
     pub policies: Vec<PolicyReport>,
+    /// The queues every policy was measured by (and the queue policies scheduled by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<QueueSetup>,
     /// Allocation steps (time, GPUs) per policy, for the plot (not serialised).
     #[serde(skip)]
     pub series: Vec<(String, Vec<(u64, u32)>)>,
@@ -106,16 +118,23 @@ fn check(args: &Args) -> Result<(), RunError> {
             args.gang_weight
         ));
     }
-    if args.policies.is_empty() {
+    let names = args.policy_names();
+    if names.is_empty() {
         return bad("--policies is empty".into());
     }
-    for p in &args.policies {
+    for p in &names {
         if !policies::ALL.contains(&p.as_str()) {
             return bad(format!(
                 "unknown policy {p:?}; choose from {}",
                 policies::ALL.join(", ")
             ));
         }
+        if policies::QUEUE_POLICIES.contains(&p.as_str()) && !args.has_queues() {
+            return bad(format!("policy {p} needs --queues vc or --queue-file"));
+        }
+    }
+    if let Some(mode) = &args.queues {
+        QueueMode::parse(mode).map_err(RunError::Option)?;
     }
     Ok(())
 }
@@ -201,6 +220,14 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         sizes,
     };
     tracing::info!(source = %summary.source, jobs = summary.jobs, load = summary.offered_load, "workload");
+    let queues = queue_setup(args, &w, topo.gpu_total())?;
+    let trees = match &queues {
+        Some(q) => Some(QueueTrees {
+            borrowing: std::sync::Arc::new(q.tree(false)?),
+            hard: std::sync::Arc::new(q.tree(true)?),
+        }),
+        None => None,
+    };
     let muster = MusterConfig {
         planner: PlannerConfig {
             reserve_after_secs: args.reserve_after,
@@ -209,6 +236,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
             ..PlannerConfig::default()
         },
         window: args.plan_window,
+        queues: trees,
     };
     let slowdown = SlowdownModel::default();
     let last_arrival = w.jobs.last().map_or(0, |j| j.arrival);
@@ -217,15 +245,22 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         checkpoint_secs: args.checkpoint_every,
         metrics_until: last_arrival.max(1),
     };
-    progress.set_length((w.jobs.len() * 2 * args.policies.len()) as u64);
+    let names = args.policy_names();
+    progress.set_length((w.jobs.len() * 2 * names.len()) as u64);
     let jobs = &w.jobs;
     let one = |name: &str| -> Result<(engine::RunOutput, Timing), RunError> {
         let mut policy = policies::by_name(name, &muster)
             .ok_or_else(|| RunError::Option(format!("unknown policy {name:?}")))?;
         let began = std::time::Instant::now();
-        let out = engine::run(policy.as_mut(), &topo, jobs, &slowdown, &limits, || {
-            progress.inc(1)
-        })?;
+        let out = engine::run_with(
+            policy.as_mut(),
+            &topo,
+            jobs,
+            &slowdown,
+            &limits,
+            queues.as_ref(),
+            || progress.inc(1),
+        )?;
         let wall = began.elapsed();
         let cycles = out.report.cycles;
         let timing = Timing {
@@ -244,10 +279,10 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         Ok((out, timing))
     };
     let outputs: Vec<Result<(engine::RunOutput, Timing), RunError>> = if args.sequential {
-        args.policies.iter().map(|p| one(p)).collect()
+        names.iter().map(|p| one(p)).collect()
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = args.policies.iter().map(|p| s.spawn(|| one(p))).collect();
+            let handles: Vec<_> = names.iter().map(|p| s.spawn(|| one(p))).collect();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or(Err(RunError::Panicked)))
@@ -270,6 +305,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         checkpoint_every: args.checkpoint_every,
         slowdown,
         policies: Vec::new(),
+        queues: None,
         series: Vec::new(),
         jobs: Vec::new(),
         outcomes: Vec::new(),
@@ -283,5 +319,28 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         results.timings.push(timing);
     }
     results.jobs = jobs;
+    results.queues = queues;
     Ok(results)
+}
+
+/// The run's queues from `--queues` / `--queue-file`, over the jobs to simulate.
+fn queue_setup(args: &Args, w: &Workload, gpus: u64) -> Result<Option<QueueSetup>, RunError> {
+    if let Some(path) = &args.queue_file {
+        let defs = crate::queues::file::load(path)?;
+        let setup = QueueSetup::new(path.display().to_string(), defs, &w.jobs);
+        let sum: u64 = setup.queues.iter().map(|q| q.guaranteed).sum();
+        if sum > gpus {
+            tracing::warn!(
+                sum,
+                gpus,
+                "queue guarantees add up to more than the cluster"
+            );
+        }
+        return Ok(Some(setup));
+    }
+    match args.queues.as_deref().map(QueueMode::parse).transpose() {
+        Ok(Some(QueueMode::Vc)) => Ok(Some(QueueSetup::from_vcs(&w.jobs, gpus))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(RunError::Option(e)),
+    }
 }

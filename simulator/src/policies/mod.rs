@@ -15,10 +15,31 @@ pub trait Policy: Send {
 }
 
 /// Names accepted by `--policies`.
-pub const ALL: [&str; 3] = ["muster", "fifo", "greedy"];
+pub const ALL: [&str; 5] = [
+    "muster-queues",
+    "muster-hard-quota",
+    "muster",
+    "fifo",
+    "greedy",
+];
 
+/// Policies that need queues (`--queues` or `--queue-file`).
+pub const QUEUE_POLICIES: [&str; 2] = ["muster-queues", "muster-hard-quota"];
+
+/// The policy called `name`; `None` for an unknown name, or a queue policy without queues.
 pub fn by_name(name: &str, config: &muster::MusterConfig) -> Option<Box<dyn Policy>> {
+    let trees = config.queues.as_ref();
     match name {
+        "muster-queues" => Some(Box::new(muster::Muster::with_queues(
+            "muster-queues",
+            config.clone(),
+            trees?.borrowing.clone(),
+        ))),
+        "muster-hard-quota" => Some(Box::new(muster::Muster::with_queues(
+            "muster-hard-quota",
+            config.clone(),
+            trees?.hard.clone(),
+        ))),
         "muster" => Some(Box::new(muster::Muster::new(config.clone()))),
         "fifo" => Some(Box::new(fifo::Fifo)),
         "greedy" => Some(Box::new(greedy::Greedy)),

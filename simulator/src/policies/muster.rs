@@ -1,10 +1,13 @@
 //! Muster's placement core as a policy: gangs all-or-nothing, priority order, topology-aware
-//! GPU and node choice, reservations against starvation, gang-aware preemption.
+//! GPU and node choice, reservations against starvation, gang-aware preemption. With a queue
+//! tree (`muster-queues`, `muster-hard-quota`) it plans with `plan_with_queues`: guarantees,
+//! fair share, limits, and reclaim of borrowed GPUs.
 
 use super::Policy;
-use crate::engine::{Sim, SimError};
-use muster_core::{Assignment, GangKey, PlannerConfig};
-use std::collections::HashMap;
+use crate::engine::{QueueKey, Sim, SimError};
+use muster_core::{Assignment, GangKey, PlannerConfig, QueueTree};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct MusterConfig {
@@ -13,6 +16,16 @@ pub struct MusterConfig {
     /// cycle when the queue is long; deeper gangs wait for their turn (a real scheduler also
     /// plans a bounded window per cycle).
     pub window: usize,
+    /// The queue trees of the queue policies, when the run has queues.
+    pub queues: Option<QueueTrees>,
+}
+
+/// `borrowing`: limits as configured (`muster-queues`); `hard`: every limit at the guarantee
+/// (`muster-hard-quota`).
+#[derive(Clone, Debug)]
+pub struct QueueTrees {
+    pub borrowing: Arc<QueueTree>,
+    pub hard: Arc<QueueTree>,
 }
 
 impl Default for MusterConfig {
@@ -20,17 +33,51 @@ impl Default for MusterConfig {
         MusterConfig {
             planner: PlannerConfig::default(),
             window: 256,
+            queues: None,
         }
     }
 }
 
 pub struct Muster {
+    name: &'static str,
     config: MusterConfig,
+    tree: Option<Arc<QueueTree>>,
 }
 
 impl Muster {
+    /// Today's policy, no queues.
     pub fn new(config: MusterConfig) -> Muster {
-        Muster { config }
+        Muster {
+            name: "muster",
+            config,
+            tree: None,
+        }
+    }
+
+    /// Planning with `tree`, reported as `name`.
+    pub fn with_queues(name: &'static str, config: MusterConfig, tree: Arc<QueueTree>) -> Muster {
+        Muster {
+            name,
+            config,
+            tree: Some(tree),
+        }
+    }
+
+    /// The gangs handed to the core: the head of the whole queue, plus with queues the head of
+    /// every queue's line, so that a queue arriving behind another's flood is seen (and can
+    /// reclaim) instead of waiting beyond the window.
+    fn head(&self, sim: &Sim<'_>) -> Vec<usize> {
+        let window = self.config.window.max(1);
+        let mut keys: BTreeSet<QueueKey> = sim.queue.iter().take(window).copied().collect();
+        if self.tree.is_some()
+            && let Some(t) = &sim.queues
+        {
+            let per_lane = (window / 8).max(1);
+            for lane in &t.lanes {
+                keys.extend(lane.iter().take(per_lane).copied());
+            }
+        }
+        keys.into_iter().map(|k| k.2).collect()
     }
 }
 
@@ -57,7 +104,7 @@ fn place(sim: &mut Sim<'_>, job: usize, assignments: &[Assignment]) -> Result<()
 
 impl Policy for Muster {
     fn name(&self) -> &'static str {
-        "muster"
+        self.name
     }
 
     fn priority_aware(&self) -> bool {
@@ -68,20 +115,21 @@ impl Policy for Muster {
         if sim.queue.is_empty() {
             return Ok(());
         }
-        // A full cluster can only change through preemption.
+        // A full cluster can only change through preemption or reclaim.
+        let starved = self.tree.is_some() && sim.queues.as_ref().is_some_and(|t| t.any_starved());
         if sim.free_total() == 0
-            && (sim.queued_high_priority() == 0 || !self.config.planner.preemption)
+            && ((sim.queued_high_priority() == 0 && !starved) || !self.config.planner.preemption)
         {
             return Ok(());
         }
-        let head: Vec<usize> = sim
-            .queue
-            .iter()
-            .take(self.config.window.max(1))
-            .map(|k| k.2)
-            .collect();
+        let head = self.head(sim);
         let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
-        let plan = sim.cluster.plan(&gangs, sim.now, &self.config.planner);
+        let plan = match &self.tree {
+            Some(tree) => sim
+                .cluster
+                .plan_with_queues(&gangs, sim.now, &self.config.planner, tree),
+            None => sim.cluster.plan(&gangs, sim.now, &self.config.planner),
+        };
         let by_key: HashMap<&GangKey, usize> = gangs
             .iter()
             .map(|g| &g.key)
@@ -105,10 +153,19 @@ impl Policy for Muster {
         for p in &plan.preemptions {
             for v in &p.victims {
                 let victim = sim.job_of(&v.gang)?;
-                sim.evict(victim);
+                if p.reclaim {
+                    sim.evict_reclaimed(victim);
+                } else {
+                    sim.evict(victim);
+                }
             }
             let job = job_of(sim, &p.gang)?;
             place(sim, job, &p.assignments)?;
+            if p.reclaim
+                && let Some(t) = &mut sim.queues
+            {
+                t.started_by_reclaim(job);
+            }
         }
         for p in &plan.placements {
             let job = job_of(sim, &p.gang)?;

@@ -1,6 +1,7 @@
 //! Presenting results: the comparison table (stdout), `summary.json` and `allocation.svg`.
 
 pub mod plot;
+pub mod queues;
 pub mod table;
 
 use crate::run::Results;

@@ -420,7 +420,7 @@ pub(crate) fn dominant_shape<'a>(members: &[&'a PodRequest]) -> Option<(&'a PodR
     Some((big, count))
 }
 
-fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
+pub(crate) fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
     a.resources == b.resources
         && a.selector == b.selector
         && a.node_terms == b.node_terms

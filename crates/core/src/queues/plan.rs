@@ -17,7 +17,7 @@ use super::{Amounts, QueueTree, RESOURCES};
 use crate::cluster::Cluster;
 use crate::explain::{self, WaitReason};
 use crate::model::{Gang, GangKey, PodRequest};
-use crate::placement::Work;
+use crate::placement::{Work, same_shape};
 use crate::planner::{
     GangPlacement, Plan, PlannerConfig, Preemption, Waiting, order, reserve_noted,
 };
@@ -65,6 +65,14 @@ struct Round<'c, 'g> {
     /// (leaf, its share when picked) of every gang placed this round.
     went: Vec<(usize, u64)>,
     any_terminating: bool,
+    /// Per queue, the lowest priority of its preemptible running gangs: whether priority
+    /// preemption inside the queue can help, without a scan per blocked gang.
+    lowest_preemptible: Vec<Option<i32>>,
+    /// Some leaf protects what it borrows: reclaim must still run to say so.
+    protected_borrowers: bool,
+    /// Per leaf, uniform gang shapes (a member, how many) reclaim could not make room for this
+    /// round, with the note it gave: bigger or equal gangs of that shape skip the search.
+    reclaim_failed: Vec<Vec<(PodRequest, usize, Option<String>)>>,
 }
 
 impl<'c, 'g> Round<'c, 'g> {
@@ -133,6 +141,18 @@ impl<'c, 'g> Round<'c, 'g> {
                 demand[q][k] = own[k].max(below[k]).min(node.limit[k]);
             }
         }
+        let mut lowest_preemptible: Vec<Option<i32>> = vec![None; n];
+        for (key, &q) in &usage.queue_of {
+            if let Some(g) = cluster
+                .gangs
+                .get(key)
+                .filter(|g| g.preemptible && !g.terminating)
+            {
+                let low = &mut lowest_preemptible[q];
+                *low = Some(low.map_or(g.priority, |p| p.min(g.priority)));
+            }
+        }
+        let protected_borrowers = tree.nodes.iter().any(|q| !q.borrowed_reclaimable);
         let shares = fair_shares(tree, capacity(cluster), &demand);
         plan.queues = status(tree, &usage, &shares, &lines);
         Round {
@@ -148,6 +168,9 @@ impl<'c, 'g> Round<'c, 'g> {
             evicted: HashSet::new(),
             went: Vec::new(),
             any_terminating: cluster.gangs.values().any(|g| g.terminating),
+            lowest_preemptible,
+            protected_borrowers,
+            reclaim_failed: vec![Vec::new(); n],
         }
     }
 
@@ -284,18 +307,39 @@ impl<'c, 'g> Round<'c, 'g> {
         let (reason, mut message) = explain::shortfall(shortfall);
         let mut queue_wait = None;
         if !reason.unresolvable() && self.config.preemption {
-            if reclaim::within_guarantee(self.tree, &self.usage, leaf, e.need) {
-                let o = reclaim::search(
-                    &mut self.work,
-                    self.tree,
-                    &self.usage,
-                    gang,
-                    leaf,
-                    &e.core,
-                    holder,
-                    &self.evicted,
-                    self.config,
-                );
+            if reclaim::within_guarantee(self.tree, &self.usage, leaf, e.need)
+                && (self.protected_borrowers
+                    || reclaim::anyone_borrows(self.tree, &self.usage, leaf))
+            {
+                let uniform = uniform_shape(&e.core);
+                let known = uniform.and_then(|(m, n)| {
+                    self.reclaim_failed[leaf]
+                        .iter()
+                        .find(|(f, fewer, _)| *fewer <= n && same_shape(f, m))
+                        .map(|(_, _, note)| note.clone())
+                });
+                let o = match known {
+                    // A gang of this shape, no bigger, could not get room by reclaim earlier in
+                    // this round; room only shrinks within a round (the next round looks again).
+                    Some(note) => Outcome::Impossible(note),
+                    None => {
+                        let o = reclaim::search(
+                            &mut self.work,
+                            self.tree,
+                            &self.usage,
+                            gang,
+                            leaf,
+                            &e.core,
+                            holder,
+                            &self.evicted,
+                            self.config,
+                        );
+                        if let (Outcome::Impossible(note), Some((m, n))) = (&o, uniform) {
+                            self.reclaim_failed[leaf].push((m.clone(), n, note.clone()));
+                        }
+                        o
+                    }
+                };
                 if let Outcome::NotAllowed(Some(_)) = &o {
                     queue_wait = Some(QueueWait::ReclaimRefused);
                 }
@@ -304,12 +348,7 @@ impl<'c, 'g> Round<'c, 'g> {
                 }
             }
             let may_help = self.any_terminating
-                || self.usage.queue_of.iter().any(|(k, &q)| {
-                    q == leaf
-                        && self.cluster.gangs.get(k).is_some_and(|g| {
-                            g.preemptible && !g.terminating && g.priority < gang.priority
-                        })
-                });
+                || self.lowest_preemptible[leaf].is_some_and(|p| p < gang.priority);
             if may_help {
                 let usage = &self.usage;
                 let o = preemption::search_within(
@@ -433,6 +472,15 @@ impl<'c, 'g> Round<'c, 'g> {
             others.join(", ")
         ))
     }
+}
+
+/// The members' one shape and their number, when they all share it.
+fn uniform_shape<'a>(members: &[&'a PodRequest]) -> Option<(&'a PodRequest, usize)> {
+    let first = *members.first()?;
+    members
+        .iter()
+        .all(|m| same_shape(first, m))
+        .then_some((first, members.len()))
 }
 
 fn waiting(gang: &Gang, reason: WaitReason, message: String, q: QueueWait) -> Waiting {

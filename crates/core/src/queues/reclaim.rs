@@ -39,6 +39,20 @@ pub(crate) fn within_guarantee(tree: &QueueTree, usage: &Usage, q: usize, need: 
     uses_guarantee
 }
 
+/// Whether any leaf outside `q`'s chain holds more than its guarantee of a resource it names
+/// and lets it be reclaimed: without one there is nothing to reclaim, and the per-gang search
+/// (linear in running gangs) is skipped.
+pub(crate) fn anyone_borrows(tree: &QueueTree, usage: &Usage, q: usize) -> bool {
+    let waiting: Vec<usize> = tree.chain(q).collect();
+    (0..tree.nodes.len()).any(|v| {
+        let n = &tree.nodes[v];
+        n.children.is_empty()
+            && n.borrowed_reclaimable
+            && !waiting.contains(&v)
+            && (0..3).any(|k| n.named[k] && usage.alloc[v][k] > n.guaranteed[k])
+    })
+}
+
 /// Running gangs that may be reclaimed for queue `q`, cheapest first, as a set every subset of
 /// which keeps the victims' queues at their guarantees.
 pub(crate) fn candidates(

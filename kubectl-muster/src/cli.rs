@@ -9,7 +9,7 @@ use std::time::Duration;
     name = "kubectl-muster",
     bin_name = "kubectl muster",
     version,
-    about = "Muster's view of GPUs and gangs: top nodes|gpus|jobs, explain, topo"
+    about = "Muster's view of GPUs and gangs: top nodes|gpus|jobs|queues, explain, topo"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -41,6 +41,9 @@ pub enum Top {
     },
     /// One row per gang: members, GPUs, phase, waiting time, nodes.
     Jobs,
+    /// One row per queue, children under parents: GPUs allocated, guaranteed, limit, borrowed,
+    /// lent, pending and running gangs, share of its fair share.
+    Queues,
 }
 
 #[derive(Debug, Args)]
@@ -179,5 +182,7 @@ mod tests {
             Cli::try_parse_from(["kubectl-muster", "-n", "ml", "explain", "pod/w-0"]).unwrap();
         assert_eq!(cli.global.namespace.as_deref(), Some("ml"));
         assert!(Cli::try_parse_from(["kubectl-muster", "top", "pods"]).is_err());
+        let cli = Cli::try_parse_from(["kubectl-muster", "top", "queues", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Top(Top::Queues)));
     }
 }

@@ -3,7 +3,7 @@
 use crate::cli::Global;
 use crate::error::Error;
 use crate::scene::Scene;
-use k8s_openapi::api::core::v1::{Event, Node, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::api::ListParams;
@@ -11,7 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
 use muster_api::SchedulerNames;
 use muster_crds::compat::{coscheduling, volcano};
-use muster_crds::{GpuNode, PodGroup};
+use muster_crds::{GpuNode, PodGroup, Queue};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
@@ -89,6 +89,16 @@ pub async fn scene(conn: &Connection, now: i64) -> Result<Scene, Error> {
         list::<ResourceQuota>(conn, Api::all(c.clone()), Need::Optional, ""),
         preemption_events(conn),
     );
+    let (queues, volcano_queues, namespaces) = tokio::join!(
+        list::<Queue>(conn, Api::all(c.clone()), Need::Queues, "queues.muster.dev"),
+        list::<volcano::Queue>(
+            conn,
+            Api::all(c.clone()),
+            Need::Queues,
+            "queues.scheduling.volcano.sh"
+        ),
+        list::<Namespace>(conn, Api::all(c.clone()), Need::Queues, "namespaces"),
+    );
     let mut scene = Scene {
         nodes,
         pods: take(pods, &mut warnings)?,
@@ -100,6 +110,9 @@ pub async fn scene(conn: &Connection, now: i64) -> Result<Scene, Error> {
         priority_classes: take(classes, &mut warnings)?,
         quotas: take(quotas, &mut warnings)?,
         events: take(preempted, &mut warnings)?,
+        queues: take(queues, &mut warnings)?,
+        volcano_queues: take(volcano_queues, &mut warnings)?,
+        namespaces: take(namespaces, &mut warnings)?,
         warnings: Vec::new(),
         now,
         scheduler_names: conn.scheduler_names.clone(),
@@ -164,6 +177,9 @@ enum Need {
     MusterCrd,
     /// Other schedulers' kinds, quotas: absent is normal.
     Optional,
+    /// What queues are read from: a 404 (CRD not installed) means no queues; a refusal is a
+    /// warning, since the queue views would then be wrong.
+    Queues,
 }
 
 struct Listed<K> {
@@ -182,7 +198,7 @@ where
         }),
         Err(kube::Error::Api(s)) => {
             let warning = match (need, s.code) {
-                (Need::Optional, _) => None,
+                (Need::Optional, _) | (Need::Queues, 404) => None,
                 (Need::MusterCrd, 404) => Some(crd_warning(what)),
                 _ => Some(format!("cannot list {what}: {} ({})", s.message, s.code)),
             };

@@ -4,6 +4,7 @@
 mod cli;
 mod error;
 mod load;
+mod queues;
 mod render;
 mod scene;
 #[cfg(test)]
@@ -119,6 +120,7 @@ async fn once(cli: &Cli, conn: &Connection, style: &Style) -> Result<(String, Ve
             let ns = (!g.all_namespaces).then_some(conn.namespace.as_str());
             views::jobs::render(&scene, &analysis, ns, wide, style)
         }
+        Command::Top(Top::Queues) => views::queues::render(&analysis, wide),
         Command::Topo(t) => views::topo::render(&scene, &analysis, &t.node)?,
         Command::Explain(a) => {
             let target = views::explain::parse_target(&a.target)?;
@@ -144,9 +146,14 @@ async fn once(cli: &Cli, conn: &Connection, style: &Style) -> Result<(String, Ve
 fn format(output: Output, r: &Rendered, style: &Style) -> Result<String, Error> {
     match output {
         Output::Table | Output::Wide => {
-            let mut s = r.table.render(style);
+            // A view with nothing to tabulate (`top queues` without queues) is its footer.
+            let mut s = if r.table.headers.is_empty() {
+                String::new()
+            } else {
+                r.table.render(style)
+            };
             if !r.footer.is_empty() {
-                if !r.footer[0].is_empty() {
+                if !r.footer[0].is_empty() && !s.is_empty() {
                     s.push('\n');
                 }
                 for l in &r.footer {

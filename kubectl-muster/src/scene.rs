@@ -1,16 +1,17 @@
 //! Everything listed at one instant, and what the views derive from it through the
 //! scheduler's own code (gang resolution, snapshot, planner).
 
-use k8s_openapi::api::core::v1::{Event, Node, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use muster_api::{SchedulerNames, names};
 use muster_core::{GangKey, Plan, PlannerConfig};
 use muster_crds::compat::{coscheduling, volcano};
-use muster_crds::{GpuNode, PodGroup};
+use muster_crds::{GpuNode, PodGroup, Queue};
 use muster_scheduler::cache::{Cache, CacheObjects};
 use muster_scheduler::gang::gang_of;
+use muster_scheduler::queues::QueueBuild;
 use muster_scheduler::snapshot::{self, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +26,11 @@ pub struct Scene {
     pub upstream: Vec<UpstreamPodGroup>,
     pub priority_classes: Vec<PriorityClass>,
     pub quotas: Vec<ResourceQuota>,
+    /// Muster's and Volcano's Queue objects (cluster-scoped).
+    pub queues: Vec<Queue>,
+    pub volcano_queues: Vec<volcano::Queue>,
+    /// For the `muster.dev/queue` namespace annotation.
+    pub namespaces: Vec<Namespace>,
     /// Events with reason `Preempted` (the scheduler's evictions).
     pub events: Vec<Event>,
     /// What could not be listed (missing CRDs, refusals): printed on stderr.
@@ -39,6 +45,8 @@ pub struct Scene {
 pub struct Analysis {
     pub snapshot: Snapshot,
     pub plan: Plan,
+    /// The queue tree planned with (empty: no queues) and the queue objects' problems.
+    pub queues: QueueBuild,
 }
 
 /// When and by whom a gang was last preempted.
@@ -64,7 +72,7 @@ impl Scene {
     }
 
     pub fn analyse(&self) -> Analysis {
-        analyse_objects(self.objects(), self.now)
+        analyse_objects(self, self.objects())
     }
 
     pub fn gpu_node(&self, name: &str) -> Option<&GpuNode> {
@@ -137,14 +145,25 @@ impl Scene {
     }
 }
 
-pub fn analyse_objects(objects: CacheObjects, now: i64) -> Analysis {
+/// Plans `objects` (the scene's, or a what-if's changed copy) with the scene's queues, by
+/// the core call the scheduler makes.
+pub fn analyse_objects(scene: &Scene, objects: CacheObjects) -> Analysis {
     let cache = Cache::from_objects(objects);
-    let now = u64::try_from(now).unwrap_or(0);
-    let snapshot = snapshot::build(&cache, &Default::default(), now);
-    let plan = snapshot
-        .cluster
-        .plan(&snapshot.pending, now, &PlannerConfig::default());
-    Analysis { snapshot, plan }
+    let now = u64::try_from(scene.now).unwrap_or(0);
+    let mut snapshot = snapshot::build(&cache, &Default::default(), now);
+    crate::queues::assign(scene, &mut snapshot);
+    let queues = crate::queues::build(scene);
+    let plan = snapshot.cluster.plan_with_queues(
+        &snapshot.pending,
+        now,
+        &PlannerConfig::default(),
+        &queues.tree,
+    );
+    Analysis {
+        snapshot,
+        plan,
+        queues,
+    }
 }
 
 /// `Kind/name` of the controller owner, else of the first owner.

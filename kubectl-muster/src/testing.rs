@@ -246,6 +246,86 @@ pub fn scene() -> Scene {
     }
 }
 
+/// A Muster Queue object.
+fn queue(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "muster.dev/v1alpha1", "kind": "Queue", "metadata": {"name": name},
+        "spec": spec})
+}
+
+/// A pending one-pod gang (annotation `muster.dev/gang`) in `ns`, queue by pod label.
+pub fn pending_gang(
+    ns: &str,
+    name: &str,
+    gpus: u32,
+    queue: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    parse(pod(P {
+        ns,
+        name: &format!("{name}-0"),
+        labels: json!({"muster.dev/queue": queue}),
+        annotations: json!({"muster.dev/gang": name, "muster.dev/min-available": "1"}),
+        gpus,
+        priority: 100,
+        node: None,
+        age: 60,
+    }))
+}
+
+/// [`scene`] with queues: `research` (limit 12) over `vision` (guaranteed 8: train-a) and
+/// `nlp` (guaranteed 4, limit 8: big-c, wait-d), `team-b` (no guarantee, no limit: urgent by
+/// namespace annotation, borrowing nlp's idle guarantee; batch-b by pod label), a closed
+/// Volcano queue `volc`, a Muster queue `broken` with its guarantee above its limit, and the
+/// implicit `default`.
+pub fn queued_scene() -> Scene {
+    let mut s = scene();
+    for g in &mut s.pod_groups {
+        let q = match g.metadata.name.as_deref() {
+            Some("train-a") => "vision",
+            _ => "nlp",
+        };
+        g.spec.queue = Some(q.into());
+    }
+    for p in &mut s.pods {
+        if p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("batch-b"))
+        {
+            p.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("muster.dev/queue".into(), "team-b".into());
+        }
+    }
+    s.namespaces = vec![
+        parse(json!({"metadata": {"name": "ml", "annotations": {"muster.dev/queue": "team-b"}}})),
+        parse(json!({"metadata": {"name": "team-q"}})),
+    ];
+    s.queues = vec![
+        parse(queue("research", json!({"gpu": {"limit": "12"}}))),
+        parse(queue(
+            "vision",
+            json!({"parent": "research", "gpu": {"guaranteed": "8"}}),
+        )),
+        parse(queue(
+            "nlp",
+            json!({"parent": "research", "gpu": {"guaranteed": "4", "limit": "8"}}),
+        )),
+        parse(queue("team-b", json!({"gpu": {"guaranteed": "0"}}))),
+        parse(queue(
+            "broken",
+            json!({"gpu": {"guaranteed": "4", "limit": "2"}}),
+        )),
+    ];
+    s.volcano_queues = vec![parse(json!({
+        "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+        "metadata": {"name": "volc"},
+        "spec": {"weight": 1, "capability": {"nvidia.com/gpu": "4"}},
+        "status": {"state": "Closed"}
+    }))];
+    s
+}
+
 /// Compares `actual` with `tests/snapshots/NAME.txt`; `UPDATE_SNAPSHOTS=1` rewrites it.
 pub fn snapshot(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -81,7 +81,8 @@ pub fn resolve<'a>(
 #[serde(rename_all = "camelCase")]
 pub struct Blocker {
     /// capacity, fragmentation, priority, quota, unhealthy-gpus, members, no-matching-node,
-    /// too-large, invalid, preemption-in-progress.
+    /// too-large, invalid, preemption-in-progress; queue-limit, queue-reclaim, fair-share,
+    /// queue-closed, invalid-queue.
     pub kind: String,
     pub detail: String,
 }
@@ -102,6 +103,8 @@ pub struct Recorded {
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
     pub gang: JobRow,
+    /// The gang's queue (`None`: no queues configured).
+    pub queue: Option<super::explain_queue::QueueInfo>,
     pub recorded: Recorded,
     /// What the gang needs, in the scheduler's terms.
     pub needs: String,
@@ -138,6 +141,7 @@ pub fn explain(
     let recorded = recorded(scene, key, shown_pod, events);
     let needs = needs(&row, &members);
     let mut e = Explanation {
+        queue: super::explain_queue::info(analysis, &row.queue),
         gang: row,
         recorded,
         needs,

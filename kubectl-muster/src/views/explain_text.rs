@@ -34,12 +34,24 @@ pub fn text(e: &Explanation, style: &Style) -> String {
     if let Some(owner) = &g.owner {
         line(&mut out, style, "Owner:", owner);
     }
-    line(
-        &mut out,
-        style,
-        "Queue:",
-        &format!("{}   Priority: {}", g.queue, g.priority),
-    );
+    match &e.queue {
+        Some(q) => {
+            line(
+                &mut out,
+                style,
+                "Queue:",
+                &super::explain_queue::describe(q),
+            );
+            line(&mut out, style, "Priority:", &g.priority.to_string());
+        }
+        // No queues configured: the name alone, as before queues existed.
+        None => line(
+            &mut out,
+            style,
+            "Queue:",
+            &format!("{}   Priority: {}", g.queue, g.priority),
+        ),
+    }
     line(
         &mut out,
         style,

@@ -69,6 +69,9 @@ pub fn judge(scene: &Scene, analysis: &Analysis, key: &GangKey, e: &mut Explanat
     if let Some(p) = analysis.plan.preemptions.iter().find(|p| p.gang == *key) {
         e.verdict = format!("preempting: {}", p.message);
         e.placement = nodes(&p.assignments);
+        if super::explain_queue::reclaim(analysis, p, e) {
+            return;
+        }
         block(
             e,
             "capacity",
@@ -97,6 +100,10 @@ pub fn judge(scene: &Scene, analysis: &Analysis, key: &GangKey, e: &mut Explanat
         }
         return;
     };
+    if let Some(q) = w.queue {
+        super::explain_queue::judge(analysis, w, q, e);
+        return;
+    }
     let cat = category(w.reason);
     e.verdict = format!("waiting ({cat}): {}", w.message);
     match w.reason {

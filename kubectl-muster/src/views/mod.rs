@@ -2,11 +2,13 @@
 //! [`Rendered`]: pure functions, unit-tested on hand-built objects.
 
 pub mod explain;
+mod explain_queue;
 pub mod explain_text;
 mod explain_verdict;
 pub mod gpus;
 pub mod jobs;
 pub mod nodes;
+pub mod queues;
 pub mod topo;
 mod whatif;
 
@@ -156,5 +158,7 @@ pub fn node_status(scene: &Scene, node: &str) -> String {
     s
 }
 
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;

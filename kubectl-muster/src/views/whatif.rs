@@ -23,7 +23,7 @@ pub fn victims_if_top_priority(
             spec.preemption_policy = None;
         }
     }
-    let a = analyse_objects(objects, scene.now);
+    let a = analyse_objects(scene, objects);
     if let Some(p) = a.plan.preemptions.iter().find(|p| p.gang == *gang) {
         return Some((p.victims.clone(), nodes_of(&p.assignments)));
     }
@@ -56,7 +56,7 @@ pub fn fits_if_all_healthy(scene: &Scene, gang: &GangKey) -> Option<Vec<String>>
     if unhealthy.is_empty() {
         return None;
     }
-    let a = analyse_objects(objects, scene.now);
+    let a = analyse_objects(scene, objects);
     let fits =
         a.plan.placement_for(gang).is_some() || a.plan.preemptions.iter().any(|p| p.gang == *gang);
     fits.then_some(unhealthy)

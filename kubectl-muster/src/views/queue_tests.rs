@@ -1,0 +1,174 @@
+//! `top queues` and `explain` with queues, on [`crate::testing::queued_scene`].
+
+use super::explain::{explain, parse_target, resolve};
+use super::{explain_text, queues};
+use crate::render::{Rendered, Style};
+use crate::scene::Scene;
+use crate::testing::{pending_gang, queued_scene, scene, snapshot};
+
+fn table(r: &Rendered) -> String {
+    let mut s = if r.table.headers.is_empty() {
+        String::new()
+    } else {
+        r.table.render(&Style::default())
+    };
+    for l in &r.footer {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// The table row whose first cell (trimmed) is `queue`.
+fn row<'a>(text: &'a str, queue: &str) -> Vec<&'a str> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(queue))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn top_queues_in_tree_order_with_borrowing_lending_and_problems() {
+    let s = queued_scene();
+    let a = s.analyse();
+    let r = queues::render(&a, false);
+    let text = table(&r);
+    snapshot("unit_top_queues", &text);
+    let order: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .take(r.table.rows.len())
+        .map(|l| l.split("   ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order,
+        ["default", "research", "  nlp", "  vision", "team-b", "volc"],
+        "{text}"
+    );
+    // QUEUE ALLOCATED GUARANTEED LIMIT BORROWED LENT PENDING RUNNING SHARE
+    assert_eq!(row(&text, "vision")[1..4], ["8", "8", "-"], "{text}");
+    assert_eq!(row(&text, "research")[1..4], ["8", "12", "12"], "{text}");
+    let team_b = row(&text, "team-b");
+    assert_eq!(team_b[1..8], ["4", "0", "-", "4", "0", "1", "1"], "{text}");
+    let nlp = row(&text, "nlp");
+    assert_eq!(nlp[1..8], ["0", "4", "8", "0", "4", "2", "0"], "{text}");
+    assert!(
+        text.contains("broken: queue not used:"),
+        "problems listed under the table: {text}"
+    );
+    assert!(!text.contains("CPU"), "CPU only with -o wide: {text}");
+
+    let wide = table(&queues::render(&a, true));
+    assert!(
+        wide.lines()
+            .next()
+            .is_some_and(|h| h.contains("CPU") && h.contains("MEMORY"))
+    );
+    let items = r.data["items"].as_array().cloned().unwrap_or_default();
+    let team_b = items.iter().find(|i| i["name"] == "team-b").cloned();
+    let team_b = team_b.unwrap_or_default();
+    assert_eq!(team_b["gpus"]["limit"], serde_json::Value::Null);
+    assert_eq!(team_b["gpus"]["borrowed"], 4);
+    assert_eq!(r.data["kind"], "QueueList");
+    assert!(r.data["problems"]["broken"][0].is_string(), "{}", r.data);
+}
+
+#[test]
+fn top_queues_without_queue_objects() {
+    let s = scene();
+    let text = table(&queues::render(&s.analyse(), false));
+    assert_eq!(
+        text,
+        "no queues: every gang is planned in one queue (default)\n"
+    );
+}
+
+fn explained(s: &Scene, target: &str, ns: &str) -> (String, super::explain::Explanation) {
+    let a = s.analyse();
+    let t = parse_target(target).unwrap();
+    let (key, pod) = resolve(s, ns, &t).unwrap();
+    let e = explain(s, &a, &key, pod, &[]);
+    let style = Style {
+        color: false,
+        mask_times: true,
+    };
+    (explain_text::text(&e, &style), e)
+}
+
+fn kinds(e: &super::explain::Explanation) -> Vec<&str> {
+    e.blockers.iter().map(|b| b.kind.as_str()).collect()
+}
+
+#[test]
+fn explain_shows_the_queue_and_a_reclaim() {
+    let (text, e) = explained(&queued_scene(), "podgroup/big-c", "ml");
+    snapshot("unit_explain_queue_reclaim", &text);
+    assert!(
+        text.contains("Queue:         nlp   0/8 GPUs allocated, guaranteed 4, limit 8, share 0.0"),
+        "{text}"
+    );
+    assert!(
+        e.verdict.contains("reclaiming 4 GPUs borrowed by team-b"),
+        "{text}"
+    );
+    assert_eq!(kinds(&e), ["queue-reclaim"], "{text}");
+    assert!(
+        e.unblock[0].contains("reclaiming ml/urgent (queue team-b, 4 GPUs)"),
+        "a reclaim is not a priority preemption: {text}"
+    );
+}
+
+#[test]
+fn explain_reclaim_refused() {
+    let mut s = queued_scene();
+    for q in &mut s.queues {
+        if q.metadata.name.as_deref() == Some("nlp")
+            && let Some(g) = q.spec.gpu.as_mut()
+        {
+            g.reclaimable = Some(false);
+        }
+    }
+    let (text, e) = explained(&s, "podgroup/big-c", "ml");
+    snapshot("unit_explain_queue_reclaim_refused", &text);
+    assert_eq!(kinds(&e), ["queue-reclaim"], "{text}");
+    assert!(e.verdict.starts_with("waiting (queue-reclaim)"), "{text}");
+}
+
+#[test]
+fn explain_at_limit_of_an_ancestor() {
+    let mut s = queued_scene();
+    s.pods.push(pending_gang("ml", "wide-v", 8, "vision"));
+    let (text, e) = explained(&s, "wide-v", "ml");
+    snapshot("unit_explain_queue_limit", &text);
+    assert_eq!(kinds(&e), ["queue-limit"], "{text}");
+    assert!(
+        e.verdict.contains("queue research is at its limit"),
+        "{text}"
+    );
+    assert!(e.unblock[0].contains("limit of queue research"), "{text}");
+}
+
+#[test]
+fn explain_closed_and_invalid_queues() {
+    let mut s = queued_scene();
+    s.pods.push(pending_gang("ml", "shut", 1, "volc"));
+    s.pods.push(pending_gang("ml", "inner", 1, "research"));
+    s.pods.push(pending_gang("ml", "lost", 1, "nope"));
+    let (text, e) = explained(&s, "shut", "ml");
+    snapshot("unit_explain_queue_closed", &text);
+    assert_eq!(kinds(&e), ["queue-closed"], "{text}");
+    assert!(e.verdict.contains("queue volc is closed"), "{text}");
+    let (text, e) = explained(&s, "inner", "ml");
+    assert_eq!(kinds(&e), ["invalid-queue"], "{text}");
+    assert!(
+        e.unblock[0].contains("default, nlp, team-b, vision, volc"),
+        "{text}"
+    );
+    let (text, e) = explained(&s, "lost", "ml");
+    snapshot("unit_explain_queue_invalid", &text);
+    assert_eq!(kinds(&e), ["invalid-queue"], "{text}");
+    assert!(
+        text.contains("Queue:         nope   (no such queue)"),
+        "{text}"
+    );
+}

@@ -426,7 +426,7 @@ pub fn run_with(
         preemptions: 0,
         lost_gpu_seconds: 0.0,
         factors: Vec::new(),
-        queues: queues.map(QueueTrack::new),
+        queues: queues.map(|q| QueueTrack::new(q, limits.metrics_until)),
         progress: false,
     };
     let mut integrals = Integrals::until(limits.metrics_until);

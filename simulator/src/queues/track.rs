@@ -28,6 +28,8 @@ pub struct QueueTrack<'a> {
     pub alloc: Vec<u32>,
     /// Waiting jobs per leaf, in the policy's order.
     pub lanes: Vec<BTreeSet<QueueKey>>,
+    /// The GPU time-average covers the arrival window only, like the run's other averages.
+    until: u64,
     start: Option<u64>,
     last: Option<u64>,
     below_secs: Vec<f64>,
@@ -44,12 +46,13 @@ pub struct QueueTrack<'a> {
 }
 
 impl<'a> QueueTrack<'a> {
-    pub fn new(setup: &'a QueueSetup) -> QueueTrack<'a> {
+    pub fn new(setup: &'a QueueSetup, until: u64) -> QueueTrack<'a> {
         let n = setup.queues.len();
         QueueTrack {
             setup,
             alloc: vec![0; n],
             lanes: vec![BTreeSet::new(); n],
+            until,
             start: None,
             last: None,
             below_secs: vec![0.0; n],
@@ -103,8 +106,10 @@ impl<'a> QueueTrack<'a> {
     /// Accounts the current state (as the last cycle left it) from the last call until `now`.
     pub fn advance(&mut self, now: u64) {
         self.start.get_or_insert(now);
-        let dt = self.last.map_or(0.0, |l| now.saturating_sub(l) as f64);
-        self.last = Some(now.max(self.last.unwrap_or(0)));
+        let last = self.last.unwrap_or(now);
+        let dt = now.saturating_sub(last) as f64;
+        let dt_window = now.min(self.until).saturating_sub(last.min(self.until)) as f64;
+        self.last = Some(now.max(last));
         if dt == 0.0 {
             return;
         }
@@ -117,7 +122,7 @@ impl<'a> QueueTrack<'a> {
                 self.below_secs[q] += dt;
             }
             self.borrowed_gpu_secs[q] += dt * a.saturating_sub(g) as f64;
-            self.alloc_gpu_secs[q] += dt * a as f64;
+            self.alloc_gpu_secs[q] += dt_window * a as f64;
             // Fairness among backlogged queues: a queue whose work all runs is satisfied,
             // and a queue with no guarantee has no entitlement to compare against.
             if waiting && g > 0 {
@@ -146,6 +151,7 @@ impl<'a> QueueTrack<'a> {
         let span = self
             .last
             .unwrap_or(0)
+            .min(self.until)
             .saturating_sub(self.start.unwrap_or(0)) as f64;
         let queues = (0..n)
             .map(|q| QueueResult {
@@ -202,7 +208,7 @@ pub struct QueueResult {
     pub queueing_delay: Stats,
     /// Time below its guarantee while it had work waiting (s).
     pub below_guarantee_secs: f64,
-    /// Time-average of GPUs held, over the run.
+    /// Time-average of GPUs held, over the arrival window.
     pub allocated_avg: f64,
     /// GPU-hours held above the guarantee.
     pub borrowed_gpu_hours: f64,

@@ -196,17 +196,10 @@ where
             items: l.items,
             warning: None,
         }),
-        Err(kube::Error::Api(s)) => {
-            let warning = match (need, s.code) {
-                (Need::Optional, _) | (Need::Queues, 404) => None,
-                (Need::MusterCrd, 404) => Some(crd_warning(what)),
-                _ => Some(format!("cannot list {what}: {} ({})", s.message, s.code)),
-            };
-            Ok(Listed {
-                items: Vec::new(),
-                warning,
-            })
-        }
+        Err(kube::Error::Api(s)) => Ok(Listed {
+            items: Vec::new(),
+            warning: refusal(need, s.code, what, &s.message),
+        }),
         Err(e) if need == Need::Optional => {
             tracing::debug!(error = %e, "optional list failed");
             Ok(Listed {
@@ -215,6 +208,15 @@ where
             })
         }
         Err(e) => Err(classify(conn, what, e)),
+    }
+}
+
+/// The warning for a list the API server answered with an error (`None`: quietly empty).
+fn refusal(need: Need, code: u16, what: &str, message: &str) -> Option<String> {
+    match (need, code) {
+        (Need::Optional, _) | (Need::Queues, 404) => None,
+        (Need::MusterCrd, 404) => Some(crd_warning(what)),
+        _ => Some(format!("cannot list {what}: {message} ({code})")),
     }
 }
 
@@ -248,4 +250,26 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_queue_crd_means_no_queues_but_a_refusal_is_said() {
+        assert_eq!(
+            refusal(Need::Queues, 404, "queues.scheduling.volcano.sh", "nf"),
+            None
+        );
+        assert_eq!(
+            refusal(Need::Queues, 403, "queues.muster.dev", "forbidden").as_deref(),
+            Some("cannot list queues.muster.dev: forbidden (403)")
+        );
+        assert_eq!(refusal(Need::Optional, 403, "", "forbidden"), None);
+        assert!(
+            refusal(Need::MusterCrd, 404, "GpuNode", "nf")
+                .is_some_and(|w| w.contains("not installed"))
+        );
+    }
 }

@@ -172,3 +172,72 @@ fn explain_closed_and_invalid_queues() {
         "{text}"
     );
 }
+
+/// team-b (urgent running: above its share) waits while `default` (nothing held) is served
+/// first and takes the room: the free GPUs would fit `solo` otherwise.
+#[test]
+fn explain_waiting_for_fair_share() {
+    let mut s = queued_scene();
+    s.pods
+        .retain(|p| p.metadata.name.as_deref() != Some("big-c-0"));
+    s.pods.push(pending_gang("team-q", "tiny", 2, "default"));
+    s.pods.push(pending_gang("ml", "solo", 2, "team-b"));
+    let (text, e) = explained(&s, "solo", "ml");
+    snapshot("unit_explain_queue_fair_share", &text);
+    assert_eq!(kinds(&e), ["fair-share"], "{text}");
+    assert!(
+        e.verdict
+            .contains("waiting for fair share: team-b 1.0 of its share, default 0.0"),
+        "{text}"
+    );
+    assert!(e.unblock[0].contains("weight on queue team-b"), "{text}");
+    assert!(text.contains("Queue:         team-b   4 GPUs allocated, guaranteed 0, no limit"));
+}
+
+#[test]
+fn gangs_get_their_queue_by_group_then_pod_label_then_namespace() {
+    let mut s = queued_scene();
+    // A pod label does not override the PodGroup's queue.
+    for p in &mut s.pods {
+        if p.metadata.name.as_deref() == Some("train-a-0") {
+            p.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("muster.dev/queue".into(), "team-b".into());
+        }
+    }
+    let a = s.analyse();
+    let queue = |name: &str| {
+        super::jobs::rows(&s, &a, None)
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.queue)
+    };
+    assert_eq!(queue("train-a").as_deref(), Some("vision"));
+    assert_eq!(queue("batch-b").as_deref(), Some("team-b"), "pod label");
+    assert_eq!(
+        queue("urgent").as_deref(),
+        Some("team-b"),
+        "namespace annotation"
+    );
+    assert_eq!(queue("wait-d").as_deref(), Some("nlp"));
+    // Running gangs count against their queue, not `default`.
+    let default = a.plan.queues.iter().find(|q| q.name == "default");
+    assert_eq!(default.map(|q| q.allocated.gpus), Some(0));
+}
+
+#[test]
+fn top_queues_wide_and_unreadable_objects() {
+    let mut s = queued_scene();
+    s.queues.push(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "muster.dev/v1alpha1", "kind": "Queue",
+            "metadata": {"name": "typo"}, "spec": {"gpu": {"guaranteed": "lots"}}
+        }))
+        .unwrap(),
+    );
+    let text = table(&queues::render(&s.analyse(), true));
+    snapshot("unit_top_queues_wide", &text);
+    assert!(text.contains("  typo: queue not used:"), "{text}");
+    assert!(row(&text, "team-b").contains(&"1/0/-"), "CPU cores: {text}");
+}

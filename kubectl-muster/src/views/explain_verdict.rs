@@ -200,9 +200,18 @@ fn priority(scene: &Scene, key: &GangKey, e: &mut Explanation, message: &str) {
             e.unblock
                 .push("would fit once the higher-priority gangs ahead of it are placed".into());
         }
-        None => e.unblock.push(
-            "would not fit even after preempting every preemptible gang: it needs more GPUs than the cluster has"
+        // With queues the what-if preempts only inside the gang's queue, as the planner does.
+        None => e.unblock.push(match &e.queue {
+            Some(q) => format!(
+                "would not fit even after preempting every preemptible gang of queue {}: the \
+                 GPUs it needs are held by other queues (priority preemption stays inside a \
+                 queue; other queues give back only what they borrow, to a queue below its \
+                 guarantee)",
+                q.name
+            ),
+            None => "would not fit even after preempting every preemptible gang: it needs more \
+                     GPUs than the cluster has"
                 .into(),
-        ),
+        }),
     }
 }

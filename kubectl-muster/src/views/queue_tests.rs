@@ -241,3 +241,18 @@ fn top_queues_wide_and_unreadable_objects() {
     assert!(text.contains("  typo: queue not used:"), "{text}");
     assert!(row(&text, "team-b").contains(&"1/0/-"), "CPU cores: {text}");
 }
+
+/// With queues, priority preemption stays inside the gang's queue: "more GPUs than the cluster
+/// has" would be wrong when other queues hold them.
+#[test]
+fn explain_capacity_with_queues_names_the_queue_boundary() {
+    let (text, e) = explained(&queued_scene(), "batch-b", "ml");
+    assert_eq!(kinds(&e), ["capacity"], "{text}");
+    assert!(
+        e.unblock
+            .iter()
+            .any(|u| u.contains("preempting every preemptible gang of queue team-b")),
+        "{text}"
+    );
+    assert!(!text.contains("more GPUs than the cluster has"), "{text}");
+}

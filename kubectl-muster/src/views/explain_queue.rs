@@ -122,9 +122,12 @@ pub fn judge(analysis: &Analysis, w: &Waiting, q: QueueWait, e: &mut Explanation
     e.unblock.push(unblock);
 }
 
-/// A preemption whose victims are other queues' gangs is a reclaim: the gang's queue takes
-/// back what they borrowed, whatever their priority. True when `p` is one (and explained).
+/// A reclaim (the gang's queue takes back what others borrowed, whatever their priority) is
+/// not a priority preemption. True when `p` is one (and explained).
 pub fn reclaim(analysis: &Analysis, p: &Preemption, e: &mut Explanation) -> bool {
+    if !p.reclaim {
+        return false;
+    }
     let queue_of = |g: &muster_core::GangKey| {
         analysis
             .snapshot
@@ -133,9 +136,6 @@ pub fn reclaim(analysis: &Analysis, p: &Preemption, e: &mut Explanation) -> bool
             .map_or(muster_core::DEFAULT_QUEUE, |i| i.queue.as_str())
     };
     let mine = e.gang.queue.clone();
-    if analysis.queues.tree.is_empty() || p.victims.iter().all(|v| queue_of(&v.gang) == mine) {
-        return false;
-    }
     e.blockers.push(Blocker {
         kind: "queue-reclaim".into(),
         detail: format!(

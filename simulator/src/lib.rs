@@ -1,7 +1,8 @@
 //! Muster's trace simulator: replays a job trace, or a seeded Philly-like synthetic workload,
 //! through the placement core (`muster`) and two baselines (`fifo`, `greedy`) on a simulated
 //! cluster, and reports job completion times, queueing, allocation, fragmentation, preemptions
-//! and partial placements.
+//! and partial placements. With `--queues` / `--queue-file`, also the core with queues
+//! (`muster-queues`, `muster-hard-quota`) and per-queue metrics for every policy (`queues`).
 //!
 //! Layout: `workload` makes jobs, `topo` the cluster, `engine` runs events through a
 //! `policies::Policy`, `slowdown` turns placement quality into run time, `metrics` measures,

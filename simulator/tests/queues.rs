@@ -220,3 +220,15 @@ fn queue_options_fail_clearly() {
     assert_eq!(names, vec!["vc-6214e9", "default"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_example_queue_file_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/queues.yaml");
+    let defs = muster_sim::queues::file::load(&path).unwrap();
+    assert_eq!(defs.len(), 7);
+    assert_eq!(defs.iter().map(|q| q.guaranteed).sum::<u64>(), 512);
+    assert!(
+        defs.iter()
+            .all(|q| q.limit.is_none_or(|l| l >= q.guaranteed))
+    );
+}

@@ -256,3 +256,22 @@ fn explain_capacity_with_queues_names_the_queue_boundary() {
     );
     assert!(!text.contains("more GPUs than the cluster has"), "{text}");
 }
+
+/// A gang naming no usable queue is in no row: the footer names it.
+#[test]
+fn top_queues_lists_gangs_in_no_queue() {
+    let mut s = queued_scene();
+    s.pods.push(pending_gang("ml", "lost", 1, "nope"));
+    s.pods.push(pending_gang("ml", "inner", 1, "research"));
+    let r = queues::render(&s.analyse(), false);
+    let text = table(&r);
+    assert!(
+        text.contains("Gangs in no queue:\n  ml/inner: queue research has child queues"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ml/lost: queue nope does not exist\n"),
+        "{text}"
+    );
+    assert_eq!(r.data["unqueued"][0]["gang"], "ml/inner", "{}", r.data);
+}

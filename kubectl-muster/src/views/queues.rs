@@ -3,8 +3,8 @@
 
 use crate::render::{Cell, Color, Rendered, Table, to_value};
 use crate::scene::Analysis;
-use muster_core::QueueStatus;
 use muster_core::queues::format_ratio;
+use muster_core::{QueueStatus, QueueWait};
 use serde::Serialize;
 
 pub const NO_QUEUES: &str = "no queues: every gang is planned in one queue (default)";
@@ -188,6 +188,20 @@ pub fn render(analysis: &Analysis, wide: bool) -> Rendered {
                 .to_string(),
         );
     }
+    // Gangs whose queue is missing or not a leaf: no row counts them.
+    let mut unqueued: Vec<(String, String)> = analysis
+        .plan
+        .waiting
+        .iter()
+        .filter(|w| w.queue == Some(QueueWait::InvalidQueue))
+        .map(|w| (w.gang.to_string(), w.message.clone()))
+        .collect();
+    unqueued.sort();
+    if !unqueued.is_empty() {
+        footer.push(String::new());
+        footer.push("Gangs in no queue:".into());
+        footer.extend(unqueued.iter().map(|(g, m)| format!("  {g}: {m}")));
+    }
     if !problems.is_empty() {
         footer.push(String::new());
         footer.push("Problems:".into());
@@ -204,6 +218,10 @@ pub fn render(analysis: &Analysis, wide: bool) -> Rendered {
             "kind": "QueueList",
             "items": to_value(&rows),
             "problems": to_value(problems),
+            "unqueued": unqueued
+                .iter()
+                .map(|(g, m)| serde_json::json!({"gang": g, "reason": m}))
+                .collect::<Vec<_>>(),
         }),
     }
 }

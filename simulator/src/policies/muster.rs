@@ -112,15 +112,36 @@ impl Policy for Muster {
     }
 
     fn cycle(&mut self, sim: &mut Sim<'_>) -> Result<(), SimError> {
+        // Evictions are instant here, but within one plan the core holds a reclaimer's node
+        // and picks reclaim candidates before knowing where they run, so a second gang of the
+        // same queue may find no victim in that plan. A real scheduler plans again seconds
+        // later; with queues, so do we, at the same instant, while reclaims go on.
+        let passes = if self.tree.is_some() { MAX_PASSES } else { 1 };
+        for _ in 0..passes {
+            if !self.pass(sim)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Planning passes per cycle with queues (see [`Muster::cycle`]).
+const MAX_PASSES: usize = 4;
+
+impl Muster {
+    /// One plan, applied. True when it reclaimed and a queue is still below its guarantee
+    /// with work waiting (another pass may reclaim more).
+    fn pass(&mut self, sim: &mut Sim<'_>) -> Result<bool, SimError> {
         if sim.queue.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         // A full cluster can only change through preemption or reclaim.
         let starved = self.tree.is_some() && sim.queues.as_ref().is_some_and(|t| t.any_starved());
         if sim.free_total() == 0
             && ((sim.queued_high_priority() == 0 && !starved) || !self.config.planner.preemption)
         {
-            return Ok(());
+            return Ok(false);
         }
         let head = self.head(sim);
         let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
@@ -171,6 +192,7 @@ impl Policy for Muster {
             let job = job_of(sim, &p.gang)?;
             place(sim, job, &p.assignments)?;
         }
-        Ok(())
+        let reclaimed = plan.preemptions.iter().any(|p| p.reclaim);
+        Ok(reclaimed && sim.queues.as_ref().is_some_and(|t| t.any_starved()))
     }
 }

@@ -175,3 +175,23 @@ fn format_data(output: Output, data: &serde_json::Value) -> Result<String, Error
             .map_err(|e| Error::Output(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_without_a_table_prints_its_footer_only() {
+        let s = testing::scene();
+        let r = views::queues::render(&s.analyse(), false);
+        let style = Style::default();
+        assert_eq!(
+            format(Output::Table, &r, &style).unwrap(),
+            "no queues: every gang is planned in one queue (default)\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&format(Output::Json, &r, &style).unwrap()).unwrap();
+        assert_eq!(json["kind"], "QueueList");
+        assert_eq!(json["items"], serde_json::json!([]));
+    }
+}

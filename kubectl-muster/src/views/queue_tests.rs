@@ -275,3 +275,16 @@ fn top_queues_lists_gangs_in_no_queue() {
     );
     assert_eq!(r.data["unqueued"][0]["gang"], "ml/inner", "{}", r.data);
 }
+
+#[test]
+fn explain_as_data_carries_the_queue() {
+    let (_, e) = explained(&queued_scene(), "podgroup/big-c", "ml");
+    let d = explain_text::data(&e);
+    assert_eq!(d["queue"]["name"], "nlp");
+    assert_eq!(d["queue"]["limitGpus"], 8);
+    assert_eq!(d["queue"]["guaranteedGpus"], 4);
+    assert_eq!(d["blockers"][0]["kind"], "queue-reclaim");
+    // Without queues there is no queue object in the data.
+    let (_, e) = explained(&scene(), "podgroup/big-c", "ml");
+    assert!(explain_text::data(&e)["queue"].is_null());
+}

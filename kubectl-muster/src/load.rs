@@ -112,11 +112,13 @@ pub async fn scene(conn: &Connection, now: i64) -> Result<Scene, Error> {
         events: take(preempted, &mut warnings)?,
         queues: take(queues, &mut warnings)?,
         volcano_queues: take(volcano_queues, &mut warnings)?,
-        namespaces: take(namespaces, &mut warnings)?,
+        namespaces: Vec::new(),
         warnings: Vec::new(),
         now,
         scheduler_names: conn.scheduler_names.clone(),
     };
+    let queue_objects = scene.queues.len() + scene.volcano_queues.len();
+    scene.namespaces = take(only_with_queues(namespaces, queue_objects), &mut warnings)?;
     // Both muster.dev kinds missing: one line, not two.
     if warnings
         .iter()
@@ -207,8 +209,27 @@ where
                 warning: None,
             })
         }
+        // One malformed queue object must not take every view down with it.
+        Err(kube::Error::SerdeError(e)) if need == Need::Queues => Ok(Listed {
+            items: Vec::new(),
+            warning: Some(format!("cannot read {what}: {e}; planned without them")),
+        }),
         Err(e) => Err(classify(conn, what, e)),
     }
+}
+
+/// Namespaces are read for their queue annotation only: many users may not list them, and
+/// without queues that is no loss worth a warning.
+fn only_with_queues(
+    listed: Result<Listed<Namespace>, Error>,
+    queue_objects: usize,
+) -> Result<Listed<Namespace>, Error> {
+    listed.map(|mut l| {
+        if queue_objects == 0 {
+            l.warning = None;
+        }
+        l
+    })
 }
 
 /// The warning for a list the API server answered with an error (`None`: quietly empty).
@@ -255,6 +276,21 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_refused_matter_only_with_queues() {
+        let refused = || Listed::<Namespace> {
+            items: Vec::new(),
+            warning: Some("cannot list namespaces: forbidden (403)".into()),
+        };
+        assert_eq!(only_with_queues(Ok(refused()), 0).unwrap().warning, None);
+        assert!(
+            only_with_queues(Ok(refused()), 2)
+                .unwrap()
+                .warning
+                .is_some()
+        );
+    }
 
     #[test]
     fn an_absent_queue_crd_means_no_queues_but_a_refusal_is_said() {

@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 
 /// The root every leaf queue hangs under (a queue file may not use this name).
 pub const ROOT: &str = "cluster";
-/// Leaf for jobs whose virtual cluster the queue file does not name.
-pub const DEFAULT_LEAF: &str = "default";
+/// Leaf for jobs whose virtual cluster the queue file does not name (the core's name for
+/// the queue of gangs with none set).
+pub const DEFAULT_LEAF: &str = muster_core::DEFAULT_QUEUE;
 
 /// One leaf queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

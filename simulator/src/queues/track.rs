@@ -75,10 +75,12 @@ impl<'a> QueueTrack<'a> {
         self.setup.queues[q].guaranteed
     }
 
-    /// A leaf below its guarantee with work waiting (reclaim could help it).
+    /// A leaf below its guarantee has work waiting while another borrows: reclaim could
+    /// help (never under hard quotas, where nobody borrows).
     pub fn any_starved(&self) -> bool {
-        (0..self.alloc.len())
-            .any(|q| !self.lanes[q].is_empty() && u64::from(self.alloc[q]) < self.guaranteed(q))
+        let n = self.alloc.len();
+        (0..n).any(|q| !self.lanes[q].is_empty() && u64::from(self.alloc[q]) < self.guaranteed(q))
+            && (0..n).any(|q| u64::from(self.alloc[q]) > self.guaranteed(q))
     }
 
     pub fn placed(&mut self, job: usize, gpus: u32) {

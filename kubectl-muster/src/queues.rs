@@ -14,8 +14,11 @@ use std::collections::BTreeMap;
 pub fn build(scene: &Scene) -> QueueBuild {
     let mut unreadable: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut defs: Vec<QueueDefinition> = Vec::new();
+    // Problem texts as the scheduler's (`engine::queues::from_cache`), so both say the same.
     let mut keep =
-        |name: Option<&String>, read: Result<QueueDefinition, queue_spec::QueueError>| match read {
+        |name: Option<&String>,
+         dialect: &str,
+         read: Result<QueueDefinition, queue_spec::QueueError>| match read {
             Ok(d) => {
                 if !d.ignored.is_empty() {
                     unreadable
@@ -28,19 +31,21 @@ pub fn build(scene: &Scene) -> QueueBuild {
             Err(e) => unreadable
                 .entry(name.cloned().unwrap_or_else(|| "?".into()))
                 .or_default()
-                .push(format!("queue not used: {e}")),
+                .push(format!("queue not used: {dialect}{e}")),
         };
     for q in &scene.queues {
-        keep(q.metadata.name.as_ref(), queue_spec::from_muster(q));
+        keep(q.metadata.name.as_ref(), "", queue_spec::from_muster(q));
     }
     for q in &scene.volcano_queues {
-        keep(q.metadata.name.as_ref(), queue_spec::from_volcano(q));
+        keep(
+            q.metadata.name.as_ref(),
+            "Volcano Queue: ",
+            queue_spec::from_volcano(q),
+        );
     }
     let mut out = muster_scheduler::queues::build(&defs);
     for (name, mut problems) in unreadable {
-        let e = out.problems.entry(name).or_default();
-        problems.append(e);
-        *e = problems;
+        out.problems.entry(name).or_default().append(&mut problems);
     }
     out
 }

@@ -236,8 +236,18 @@ fn top_queues_wide_and_unreadable_objects() {
         }))
         .unwrap(),
     );
+    s.volcano_queues.push(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vtypo"}, "spec": {"capability": {"nvidia.com/gpu": "x"}}
+        }))
+        .unwrap(),
+    );
     let text = table(&queues::render(&s.analyse(), true));
     snapshot("unit_top_queues_wide", &text);
+    assert!(
+        text.contains("  vtypo: queue not used: Volcano Queue: "),
+        "{text}"
+    );
     assert!(text.contains("  typo: queue not used:"), "{text}");
     assert!(row(&text, "team-b").contains(&"1/0/-"), "CPU cores: {text}");
 }

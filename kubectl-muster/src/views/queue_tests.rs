@@ -273,6 +273,7 @@ fn top_queues_lists_gangs_in_no_queue() {
     let mut s = queued_scene();
     s.pods.push(pending_gang("ml", "lost", 1, "nope"));
     s.pods.push(pending_gang("ml", "inner", 1, "research"));
+    s.pods.push(pending_gang("ml", "shut", 1, "volc"));
     let r = queues::render(&s.analyse(), false);
     let text = table(&r);
     assert!(
@@ -281,6 +282,11 @@ fn top_queues_lists_gangs_in_no_queue() {
     );
     assert!(
         text.contains("  ml/lost: queue nope does not exist\n"),
+        "{text}"
+    );
+    // The core counts a closed queue's waiting gangs in no PENDING: the footer names them.
+    assert!(
+        text.contains("Gangs a closed queue holds back:\n  ml/shut: queue volc is closed"),
         "{text}"
     );
     assert_eq!(r.data["unqueued"][0]["gang"], "ml/inner", "{}", r.data);

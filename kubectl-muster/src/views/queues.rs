@@ -188,19 +188,29 @@ pub fn render(analysis: &Analysis, wide: bool) -> Rendered {
                 .to_string(),
         );
     }
-    // Gangs whose queue is missing or not a leaf: no row counts them.
-    let mut unqueued: Vec<(String, String)> = analysis
-        .plan
-        .waiting
-        .iter()
-        .filter(|w| w.queue == Some(QueueWait::InvalidQueue))
-        .map(|w| (w.gang.to_string(), w.message.clone()))
-        .collect();
-    unqueued.sort();
-    if !unqueued.is_empty() {
-        footer.push(String::new());
-        footer.push("Gangs in no queue:".into());
-        footer.extend(unqueued.iter().map(|(g, m)| format!("  {g}: {m}")));
+    // Gangs of a missing, non-leaf or closed queue: the core counts them in no row's PENDING.
+    let waiting_for = |why: QueueWait| {
+        let mut v: Vec<(String, String)> = analysis
+            .plan
+            .waiting
+            .iter()
+            .filter(|w| w.queue == Some(why))
+            .map(|w| (w.gang.to_string(), w.message.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let unqueued = waiting_for(QueueWait::InvalidQueue);
+    let held = waiting_for(QueueWait::Closed);
+    for (title, list) in [
+        ("Gangs in no queue:", &unqueued),
+        ("Gangs a closed queue holds back:", &held),
+    ] {
+        if !list.is_empty() {
+            footer.push(String::new());
+            footer.push(title.into());
+            footer.extend(list.iter().map(|(g, m)| format!("  {g}: {m}")));
+        }
     }
     if !problems.is_empty() {
         footer.push(String::new());
@@ -219,6 +229,10 @@ pub fn render(analysis: &Analysis, wide: bool) -> Rendered {
             "items": to_value(&rows),
             "problems": to_value(problems),
             "unqueued": unqueued
+                .iter()
+                .map(|(g, m)| serde_json::json!({"gang": g, "reason": m}))
+                .collect::<Vec<_>>(),
+            "heldByClosedQueues": held
                 .iter()
                 .map(|(g, m)| serde_json::json!({"gang": g, "reason": m}))
                 .collect::<Vec<_>>(),

@@ -154,3 +154,22 @@ pub fn reclaim(analysis: &Analysis, p: &Preemption, e: &mut Explanation) -> bool
     ));
     true
 }
+
+/// "being evicted: ml/big-c reclaims what queue team-b borrows" for a running victim of a
+/// reclaim in this plan.
+pub fn reclaimed(analysis: &Analysis, key: &muster_core::GangKey) -> Option<String> {
+    let p = analysis
+        .plan
+        .preemptions
+        .iter()
+        .find(|p| p.reclaim && p.victims.iter().any(|v| v.gang == *key))?;
+    let queue = analysis
+        .snapshot
+        .gangs
+        .get(key)
+        .map_or(muster_core::DEFAULT_QUEUE, |i| i.queue.as_str());
+    Some(format!(
+        "being evicted: {} reclaims what queue {queue} borrows",
+        p.gang
+    ))
+}

@@ -58,6 +58,9 @@ pub fn judge(scene: &Scene, analysis: &Analysis, key: &GangKey, e: &mut Explanat
         );
         e.placement = e.gang.nodes.clone();
         e.placement_kind = "running".into();
+        if let Some(note) = super::explain_queue::reclaimed(analysis, key) {
+            e.verdict = format!("{}; {note}", e.verdict);
+        }
         return;
     }
     if let Some(p) = analysis.plan.placement_for(key) {

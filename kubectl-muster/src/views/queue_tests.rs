@@ -304,3 +304,14 @@ fn explain_as_data_carries_the_queue() {
     let (_, e) = explained(&scene(), "podgroup/big-c", "ml");
     assert!(explain_text::data(&e)["queue"].is_null());
 }
+
+/// A running borrower that a reclaim evicts is told so, not "nothing blocks it".
+#[test]
+fn explain_a_gang_being_reclaimed() {
+    let (text, e) = explained(&queued_scene(), "urgent", "ml");
+    assert!(
+        e.verdict
+            .contains("being evicted: ml/big-c reclaims what queue team-b borrows"),
+        "{text}"
+    );
+}

@@ -261,8 +261,10 @@ fn release(work: &Work<'_>, free: &mut [NodeFree], g: &RunningGang) {
     }
 }
 
-/// Keeps the preemptor's future spot from the rest of this cycle's gangs.
-fn hold(work: &mut Work<'_>, assignments: &[Assignment], holder: Option<u32>) -> Vec<String> {
+/// Keeps the preemptor's future spot from the rest of this cycle's gangs: exactly its GPUs,
+/// not the whole node, so that a later gang may still evict other victims on the same node
+/// (the GPUs it frees are disjoint from these) or use what is really free there.
+fn hold(work: &mut Work<'_>, assignments: &[Assignment], _holder: Option<u32>) -> Vec<String> {
     let mut nodes: Vec<String> = Vec::new();
     for a in assignments {
         let Some(i) = work.cluster.index_of(&a.node) else {
@@ -273,9 +275,6 @@ fn hold(work: &mut Work<'_>, assignments: &[Assignment], holder: Option<u32>) ->
             mask_of(a.gpus.iter().map(|&x| x as usize)),
         );
         work.free[i].gpu_budget = work.free[i].gpu_budget.saturating_sub(a.gpus.len() as u32);
-        if holder.is_some() {
-            work.reserved_by[i] = holder;
-        }
         if !nodes.contains(&a.node) {
             nodes.push(a.node.clone());
         }

@@ -279,3 +279,110 @@ fn a_closed_queue_admits_no_gang_and_says_so() {
     assert_eq!(w.queue, Some(QueueWait::Closed));
     assert_eq!(w.message, "queue team-a is closed: it admits no new gangs");
 }
+
+/// A running gang of one pod of `gpus` GPUs from GPU `first` of `node`, in `queue`.
+fn run_gpus(c: &mut Cluster, name: &str, queue: &str, node: usize, first: u32, gpus: u32) {
+    let key = GangKey::new("run", name);
+    c.add_pod(PlacedPod {
+        id: PodId(format!("{name}-0")),
+        gang: key.clone(),
+        node: format!("n{node}"),
+        resources: Resources::new(1000, 1 << 30, gpus),
+        gpus: (first..first + gpus).collect(),
+        priority: 0,
+        started_at: 0,
+        preemptible: true,
+        terminating: false,
+    })
+    .unwrap();
+    c.set_gang_queue(&key, queue);
+}
+
+#[test]
+fn two_gangs_of_a_queue_both_reclaim_in_one_round() {
+    // team-a borrows all 16 GPUs with four 4-GPU gangs, g0 and g1 on n0, g2 and g3 on n1. Two
+    // 4-GPU gangs of team-b (guaranteed 8) both reclaim: the first reclaim's node still has
+    // a borrower to give up.
+    let mut c = cluster(2);
+    for g in 0..4u32 {
+        run_gpus(
+            &mut c,
+            &format!("g{g}"),
+            "team-a",
+            (g / 2) as usize,
+            (g % 2) * 4,
+            4,
+        );
+    }
+    let tree = QueueTree::new(&[gpus("team-a", 8, None), gpus("team-b", 8, None)]).unwrap();
+    let mut x = Gang::uniform("ns", "x", 1, 4, 0, 0);
+    x.queue = "team-b".into();
+    let mut y = Gang::uniform("ns", "y", 1, 4, 0, 1);
+    y.queue = "team-b".into();
+    let p = plan(&c, &[x, y], &tree);
+    assert_eq!(p.preemptions.len(), 2, "{:?}", p.waiting);
+    let mut gpus_taken: Vec<(String, u32)> = p
+        .preemptions
+        .iter()
+        .flat_map(|r| r.assignments.iter())
+        .flat_map(|a| a.gpus.iter().map(|&g| (a.node.clone(), g)))
+        .collect();
+    let n = gpus_taken.len();
+    gpus_taken.sort();
+    gpus_taken.dedup();
+    assert_eq!(
+        gpus_taken.len(),
+        n,
+        "a GPU promised twice: {:?}",
+        p.preemptions
+    );
+}
+
+#[test]
+fn a_limit_message_speaks_in_the_limits_unit() {
+    let c = cluster(2);
+    let tree = QueueTree::new(&[
+        QueueSpec::new("memq").quota(Resource::Memory, 0, Some(1536 << 20)),
+        gpus("small", 0, Some(2)),
+    ])
+    .unwrap();
+    let mut m = Gang::uniform("ns", "m", 2, 1, 0, 0);
+    m.queue = "memq".into();
+    let mut s = Gang::uniform("ns", "s", 3, 1, 0, 0);
+    s.queue = "small".into();
+    let p = plan(&c, &[m, s], &tree);
+    let msg = |n: &str| {
+        p.waiting_for(&GangKey::new("ns", n))
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert_eq!(
+        msg("m"),
+        "queue memq would go above its limit: 0/1536 MiB memory held, the gang needs 32768 MiB"
+    );
+    assert_eq!(
+        msg("s"),
+        "queue small would go above its limit: 0/2 GPUs held, the gang needs 3 GPUs"
+    );
+}
+
+#[test]
+fn a_closed_queues_waiting_gangs_count_as_pending() {
+    let c = cluster(2);
+    let tree = QueueTree::new(&[gpus("team-a", 16, None).closed(true)]).unwrap();
+    let p = plan(&c, &[gang("a1", "team-a", 1, 0)], &tree);
+    assert_eq!(status(&p, "team-a").pending_gangs, 1);
+}
+
+#[test]
+fn gpus_of_gangs_in_no_queue_are_not_shared_out() {
+    // 16 GPUs; a running gang of a queue that does not exist holds 8. The two queues split
+    // the other 8, not 16.
+    let mut c = cluster(2);
+    run(&mut c, "ghost", "gone", 0, 1, 0);
+    let tree = QueueTree::new(&[gpus("a", 0, None), gpus("b", 0, None)]).unwrap();
+    let p = plan(&c, &[gang("x", "a", 1, 0), gang("y", "b", 1, 0)], &tree);
+    let share = status(&p, "a").fair_share.gpus + status(&p, "b").fair_share.gpus;
+    assert_eq!(share, 8, "{:?}", p.queues);
+}

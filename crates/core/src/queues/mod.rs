@@ -70,6 +70,29 @@ impl Resource {
     }
 }
 
+impl Resource {
+    /// `held`/`limit` and `need` in one unit (the limit's: GiB only when all three are whole
+    /// GiB): ("60/64 GPUs", "8 GPUs"), ("0/1536 MiB memory", "32768 MiB").
+    pub fn against_limit(self, held: u64, limit: u64, need: u64) -> (String, String) {
+        match self {
+            Resource::Gpu => (format!("{held}/{}", self.amount(limit)), self.amount(need)),
+            Resource::Cpu => (format!("{held}/{limit} mCPU"), format!("{need} mCPU")),
+            Resource::Memory => {
+                let gib = 1u64 << 30;
+                let (div, unit) = if [held, limit, need].iter().all(|v| v.is_multiple_of(gib)) {
+                    (gib, "GiB")
+                } else {
+                    (1 << 20, "MiB")
+                };
+                (
+                    format!("{}/{} {unit} memory", held.div_ceil(div), limit / div),
+                    format!("{} {unit}", need.div_ceil(div)),
+                )
+            }
+        }
+    }
+}
+
 /// Amounts per [`Resource`]: GPUs, CPU millis, memory bytes.
 pub type Amounts = [u64; 3];
 

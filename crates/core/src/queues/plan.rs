@@ -87,6 +87,8 @@ impl<'c, 'g> Round<'c, 'g> {
         let mut plan = Plan::default();
         let mut lines: Vec<VecDeque<Entry<'g>>> = (0..n).map(|_| VecDeque::new()).collect();
         let mut asked = vec![[0u64; 3]; n];
+        // Gangs a closed queue holds back: pending in its status all the same.
+        let mut held_back = vec![0u32; n];
         for gi in order(pending) {
             let gang = &pending[gi];
             let leaf = match tree.leaf(&gang.queue) {
@@ -102,6 +104,7 @@ impl<'c, 'g> Round<'c, 'g> {
                 }
             };
             if tree.nodes[leaf].closed {
+                held_back[leaf] = held_back[leaf].saturating_add(1);
                 plan.waiting.push(waiting(
                     gang,
                     WaitReason::Capacity,
@@ -153,8 +156,14 @@ impl<'c, 'g> Round<'c, 'g> {
             }
         }
         let protected_borrowers = tree.nodes.iter().any(|q| !q.borrowed_reclaimable);
-        let shares = fair_shares(tree, capacity(cluster), &demand);
-        plan.queues = status(tree, &usage, &shares, &lines);
+        // What running gangs outside every queue hold is not there to share out.
+        let outside = cluster
+            .gangs
+            .iter()
+            .filter(|(k, _)| !usage.queue_of.contains_key(*k))
+            .fold([0u64; 3], |a, (_, g)| add(a, usage::of_gang(g)));
+        let shares = fair_shares(tree, sub(capacity(cluster), outside), &demand);
+        plan.queues = status(tree, &usage, &shares, &lines, &held_back);
         Round {
             cluster,
             tree,
@@ -247,13 +256,15 @@ impl<'c, 'g> Round<'c, 'g> {
         }
         if let Some((q, k)) = self.usage.over_limit(self.tree, leaf, e.need) {
             let r = RESOURCES[k];
-            let message = format!(
-                "queue {} is at its limit {}/{}; the gang needs {} more",
-                self.tree.nodes[q].name,
-                self.usage.alloc[q][k],
-                r.amount(self.tree.nodes[q].limit[k]),
-                e.need[k]
-            );
+            let (held, limit) = (self.usage.alloc[q][k], self.tree.nodes[q].limit[k]);
+            let (of, need) = r.against_limit(held, limit, e.need[k]);
+            let name = &self.tree.nodes[q].name;
+            let message = if held >= limit {
+                let n = need.split(' ').next().unwrap_or_default();
+                format!("queue {name} is at its limit {of}; the gang needs {n} more")
+            } else {
+                format!("queue {name} would go above its limit: {of} held, the gang needs {need}")
+            };
             self.plan.waiting.push(waiting(
                 gang,
                 WaitReason::Capacity,

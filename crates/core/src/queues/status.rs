@@ -79,11 +79,14 @@ pub(super) fn status(
     usage: &Usage,
     shares: &[Amounts],
     lines: &[VecDeque<Entry<'_>>],
+    held_back: &[u32],
 ) -> Vec<QueueStatus> {
     let lent = usage.lent(tree);
     let mut pending = vec![0u32; tree.nodes.len()];
     for (q, line) in lines.iter().enumerate() {
-        let n = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(line.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(held_back.get(q).copied().unwrap_or(0));
         for c in tree.chain(q) {
             pending[c] = pending[c].saturating_add(n);
         }

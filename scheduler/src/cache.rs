@@ -1,12 +1,12 @@
 //! The cluster cache: kube-rs reflectors for everything placement reads.
 //!
 //! Every event bumps a generation counter, so the engine re-plans only when something changed.
-//! Kinds whose CRD may be absent (other schedulers' PodGroups, GpuNode before the agent is
-//! installed) just stay empty while their watch retries with backoff.
+//! Kinds whose CRD may be absent (other schedulers' PodGroups and Queues, GpuNode before the
+//! agent is installed) just stay empty while their watch retries with backoff.
 
 use crate::gang_index::GangIndex;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::runtime::reflector::{self, Store};
@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource};
 use muster_api::SchedulerNames;
 use muster_core::NodeInfo;
 use muster_crds::compat::{coscheduling, volcano};
-use muster_crds::{GpuNode, PodGroup};
+use muster_crds::{GpuNode, PodGroup, Queue};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -36,6 +36,12 @@ pub struct Cache {
     pub upstream: Store<UpstreamPodGroup>,
     pub priority_classes: Store<PriorityClass>,
     pub gpu_nodes: Store<GpuNode>,
+    /// Muster's Queues (the CRD may be absent: empty).
+    pub queues: Store<Queue>,
+    /// Volcano's Queues (usually absent: empty).
+    pub volcano_queues: Store<volcano::Queue>,
+    /// Namespaces, for their `muster.dev/queue` annotation.
+    pub namespaces: Store<Namespace>,
     /// Pods by gang, from the same pod watch.
     pub gangs: GangIndex,
     /// Nodes as the core sees them, by name, with the resourceVersions they were made from.
@@ -82,9 +88,12 @@ impl Cache {
             volcano: w.watch(Api::<volcano::PodGroup>::all(client.clone())),
             upstream: w.watch(Api::<UpstreamPodGroup>::all(client.clone())),
             priority_classes: w.watch(Api::<PriorityClass>::all(client.clone())),
-            gpu_nodes: w.watch_with(Api::<GpuNode>::all(client), move |_| {
+            gpu_nodes: w.watch_with(Api::<GpuNode>::all(client.clone()), move |_| {
                 on_gpu_node.fetch_add(1, Ordering::AcqRel);
             }),
+            queues: w.watch(Api::<Queue>::all(client.clone())),
+            volcano_queues: w.watch(Api::<volcano::Queue>::all(client.clone())),
+            namespaces: w.watch(Api::<Namespace>::all(client)),
             gangs,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
@@ -142,6 +151,9 @@ impl Cache {
             upstream: filled(objects.upstream),
             priority_classes: filled(objects.priority_classes),
             gpu_nodes: filled(objects.gpu_nodes),
+            queues: filled(Vec::new()),
+            volcano_queues: filled(Vec::new()),
+            namespaces: filled(Vec::new()),
             gangs,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
@@ -152,6 +164,20 @@ impl Cache {
             gpu_nodes_listed: Arc::new(AtomicBool::new(true)),
             scheduler_names: Arc::new(objects.scheduler_names),
         }
+    }
+
+    /// The same cache with these queue objects and namespaces (kept out of [`CacheObjects`] so
+    /// that its users' struct literals stay valid).
+    pub fn with_queue_objects(
+        mut self,
+        queues: Vec<Queue>,
+        volcano_queues: Vec<volcano::Queue>,
+        namespaces: Vec<Namespace>,
+    ) -> Cache {
+        self.queues = filled(queues);
+        self.volcano_queues = filled(volcano_queues);
+        self.namespaces = filled(namespaces);
+        self
     }
 
     /// Pods with one of these `spec.schedulerName`s are Muster's (default: `muster`).

@@ -38,7 +38,7 @@ impl Engine {
         if st.plans.contains_key(&gref.key) || decided {
             return None;
         }
-        let mut info = snapshot::gang_info(&self.cache, &gref.key, &gref.source);
+        let mut info = snapshot::gang_info(&self.cache, &gref.key, &gref.source, Some(pod));
         if info.problem.is_some() {
             return None;
         }

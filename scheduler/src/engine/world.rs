@@ -41,7 +41,7 @@ impl World for CacheWorld<'_> {
     }
 
     fn gang_min(&self, gang: &GangKey, source: &GangSource) -> Result<u32, String> {
-        let info = snapshot::gang_info(self.cache, gang, source);
+        let info = snapshot::gang_info(self.cache, gang, source, None);
         match info.problem {
             Some(p) => Err(p),
             None => Ok(info.min_member),

@@ -5,8 +5,10 @@ use super::pods::PendingMember;
 use super::pods::created_secs;
 use crate::cache::Cache;
 use crate::gang::GangSource;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use muster_core::{Gang, GangKey};
+use muster_crds::queue_spec::resolve_queue;
 
 /// What the engine knows about one gang besides what the core needs.
 #[derive(Clone, Debug)]
@@ -66,7 +68,15 @@ pub fn pending_gang(key: GangKey, info: &GangInfo, members: Vec<PendingMember>) 
     }
 }
 
-pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo {
+/// The gang's definition as the cache shows it; `member` (any member pod) and the gang's
+/// namespace decide its queue when its group names none (see [`resolve_queue`]).
+pub fn gang_info(
+    cache: &Cache,
+    key: &GangKey,
+    source: &GangSource,
+    member: Option<&Pod>,
+) -> GangInfo {
+    let mut group_queue: Option<String> = None;
     let mut info = GangInfo {
         source: source.clone(),
         min_member: 1,
@@ -99,9 +109,7 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
                     .spec
                     .schedule_timeout_seconds
                     .and_then(|t| u64::try_from(t).ok());
-                if let Some(q) = &pg.spec.queue {
-                    info.queue = q.clone();
-                }
+                group_queue.clone_from(&pg.spec.queue);
                 if pg.spec.min_member < 1 {
                     info.problem = Some(format!(
                         "invalid PodGroup: minMember is {}, must be at least 1",
@@ -135,9 +143,7 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
             None => info.problem = missing("PodGroup.scheduling.volcano.sh", name),
             Some(pg) => {
                 info.min_member = pg.spec.min_member.max(1) as u32;
-                if let Some(q) = &pg.spec.queue {
-                    info.queue = q.clone();
-                }
+                group_queue.clone_from(&pg.spec.queue);
             }
         },
         GangSource::Upstream(name) => match cache
@@ -160,6 +166,15 @@ pub fn gang_info(cache: &Cache, key: &GangKey, source: &GangSource) -> GangInfo 
         },
         GangSource::Single => {}
     }
+    let namespace = cache.namespaces.get(&ObjectRef::new(&key.namespace));
+    info.queue = resolve_queue(
+        group_queue.as_deref(),
+        member.and_then(|p| p.metadata.labels.as_ref()),
+        namespace
+            .as_ref()
+            .and_then(|n| n.metadata.annotations.as_ref()),
+    )
+    .to_string();
     info
 }
 
@@ -182,6 +197,70 @@ mod tests {
             priority: 0,
             schedule_timeout_secs: timeout,
         }
+    }
+
+    /// A gang's queue: its group's `spec.queue` (Muster's or Volcano's), else the member pod's
+    /// label, else its namespace's annotation, else `default`.
+    #[test]
+    fn the_queue_comes_from_the_group_then_the_pod_then_the_namespace() {
+        use crate::cache::CacheObjects;
+        use serde_json::json;
+        let label = muster_api::names::LABEL_QUEUE;
+        let pod = |labels: serde_json::Value| -> Pod {
+            serde_json::from_value(
+                json!({"metadata": {"name": "p", "namespace": "ml", "labels": labels}}),
+            )
+            .unwrap()
+        };
+        let group = |kind: &str, queue: Option<&str>| {
+            let mut spec = json!({"minMember": 1});
+            if let Some(q) = queue {
+                spec["queue"] = json!(q);
+            }
+            json!({"apiVersion": kind, "kind": "PodGroup", "metadata": {"name": "g", "namespace": "ml"}, "spec": spec})
+        };
+        let cache = |muster_queue: Option<&str>, volcano_queue: Option<&str>, annotated: bool| {
+            let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+                "metadata": {"name": "ml", "annotations": if annotated { json!({label: "from-namespace"}) } else { json!({}) }}
+            }))
+            .unwrap();
+            Cache::from_objects(CacheObjects {
+                pod_groups: vec![
+                    serde_json::from_value(group("muster.dev/v1alpha1", muster_queue)).unwrap(),
+                ],
+                volcano: vec![
+                    serde_json::from_value(group("scheduling.volcano.sh/v1beta1", volcano_queue))
+                        .unwrap(),
+                ],
+                ..Default::default()
+            })
+            .with_queue_objects(Vec::new(), Vec::new(), vec![ns])
+        };
+        let key = GangKey::new("ml", "g");
+        let muster = GangSource::Muster("g".into());
+        let volcano = GangSource::Volcano("g".into());
+        let labelled = pod(json!({label: "from-pod"}));
+        let plain = pod(json!({}));
+        let queue_of =
+            |c: &Cache, source: &GangSource, p: Option<&Pod>| gang_info(c, &key, source, p).queue;
+
+        let all = cache(Some("from-group"), Some("from-volcano"), true);
+        assert_eq!(queue_of(&all, &muster, Some(&labelled)), "from-group");
+        assert_eq!(queue_of(&all, &volcano, Some(&labelled)), "from-volcano");
+        let no_group = cache(None, Some(""), true);
+        assert_eq!(queue_of(&no_group, &muster, Some(&labelled)), "from-pod");
+        assert_eq!(
+            queue_of(&no_group, &volcano, Some(&labelled)),
+            "from-pod",
+            "an empty spec.queue is unset"
+        );
+        assert_eq!(queue_of(&no_group, &muster, Some(&plain)), "from-namespace");
+        assert_eq!(
+            queue_of(&no_group, &GangSource::Single, None),
+            "from-namespace"
+        );
+        let nothing = cache(None, None, false);
+        assert_eq!(queue_of(&nothing, &muster, Some(&plain)), "default");
     }
 
     #[test]

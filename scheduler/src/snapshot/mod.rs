@@ -144,7 +144,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
         let gref = gang_of(&pod);
         let info = gangs
             .entry(gref.key.clone())
-            .or_insert_with(|| gang_info(cache, &gref.key, &gref.source));
+            .or_insert_with(|| gang_info(cache, &gref.key, &gref.source, Some(&pod)));
         if info.source != gref.source && info.problem.is_none() {
             info.problem = Some(conflicting_sources(&info.source, &gref.source));
         }
@@ -262,7 +262,9 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
             tracing::debug!(error = %e, "pod on a node outside the snapshot");
         }
     }
-    for info in gangs.values_mut() {
+    for (key, info) in gangs.iter_mut() {
+        // Placed pods (bound or planned) count against their gang's queue.
+        cluster.set_gang_queue(key, info.queue.clone());
         if info.priority == i32::MIN {
             info.priority = 0;
         }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the scheduler (`/metrics`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -23,6 +23,80 @@ pub struct Metrics {
     pub fast_placements: IntCounter,
     pub nominations: IntCounterVec,
     pub leader: IntGauge,
+    pub queues: QueueMetrics,
+}
+
+/// Per queue, as of the last round (`resource`: `nvidia.com/gpu`, `cpu` in cores, `memory` in
+/// bytes).
+#[derive(Clone)]
+pub struct QueueMetrics {
+    pub allocated: GaugeVec,
+    pub guaranteed: GaugeVec,
+    /// Only queues with a limit on the resource have a series.
+    pub limit: GaugeVec,
+    pub borrowed: GaugeVec,
+    pub pending_gangs: IntGaugeVec,
+    pub running_gangs: IntGaugeVec,
+    /// Allocated over fair share on the dominant resource.
+    pub share: GaugeVec,
+    /// Reclaims started, by the reclaiming queue.
+    pub reclaims: IntCounterVec,
+}
+
+impl QueueMetrics {
+    fn new(registry: &Registry) -> Result<QueueMetrics, prometheus::Error> {
+        let by_resource =
+            |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &["queue", "resource"]);
+        let q = QueueMetrics {
+            allocated: by_resource(
+                "muster_queue_allocated",
+                "What the queue's running gangs hold, by resource (GPUs, CPU cores, memory bytes)",
+            )?,
+            guaranteed: by_resource(
+                "muster_queue_guaranteed",
+                "The queue's guarantee, by resource",
+            )?,
+            limit: by_resource(
+                "muster_queue_limit",
+                "The most the queue may hold, by resource (no series: no limit)",
+            )?,
+            borrowed: by_resource(
+                "muster_queue_borrowed",
+                "What the queue holds above its guarantee, by resource",
+            )?,
+            pending_gangs: IntGaugeVec::new(
+                Opts::new("muster_queue_pending_gangs", "Gangs waiting in the queue"),
+                &["queue"],
+            )?,
+            running_gangs: IntGaugeVec::new(
+                Opts::new("muster_queue_running_gangs", "Gangs the queue runs"),
+                &["queue"],
+            )?,
+            share: GaugeVec::new(
+                Opts::new(
+                    "muster_queue_share",
+                    "Allocated over fair share on the queue's dominant resource (1: at its share)",
+                ),
+                &["queue"],
+            )?,
+            reclaims: IntCounterVec::new(
+                Opts::new(
+                    "muster_reclaims_total",
+                    "Reclaims started (borrowing gangs of other queues evicted whole), by the reclaiming queue",
+                ),
+                &["queue"],
+            )?,
+        };
+        registry.register(Box::new(q.allocated.clone()))?;
+        registry.register(Box::new(q.guaranteed.clone()))?;
+        registry.register(Box::new(q.limit.clone()))?;
+        registry.register(Box::new(q.borrowed.clone()))?;
+        registry.register(Box::new(q.pending_gangs.clone()))?;
+        registry.register(Box::new(q.running_gangs.clone()))?;
+        registry.register(Box::new(q.share.clone()))?;
+        registry.register(Box::new(q.reclaims.clone()))?;
+        Ok(q)
+    }
 }
 
 impl Metrics {
@@ -125,6 +199,7 @@ impl Metrics {
                 .buckets(buckets),
                 &["phase"],
             )?,
+            queues: QueueMetrics::new(&registry)?,
             registry,
         };
         m.registry.register(Box::new(m.extender_latency.clone()))?;

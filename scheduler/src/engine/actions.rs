@@ -10,10 +10,11 @@ use muster_core::GangKey;
 /// Evicts victim gangs whole through the Eviction API. Each gang's evictions are validated
 /// first (a dry run, which checks PodDisruptionBudgets): if any member may not go, none is
 /// evicted, so a preemption never leaves a victim gang broken. `leading` is checked before
-/// each gang: a replica that lost leadership stops at once.
+/// each gang: a replica that lost leadership stops at once. A queue's reclaim (`reclaim`)
+/// evicts exactly the same way; only what the Events say differs.
 pub(super) async fn evict(
     client: Client,
-    preemptor: GangKey,
+    (preemptor, reclaim): (GangKey, bool),
     victims: Vec<(String, String, GangKey)>,
     metrics: Metrics,
     reporter: Reporter,
@@ -76,8 +77,13 @@ pub(super) async fn evict(
                 Ok(_) => {
                     metrics.evictions.with_label_values(&["evicted"]).inc();
                     tracing::info!(victim = %gang, pod = %name, preemptor = %preemptor, "evicted");
-                    let note =
-                        format!("gang {gang} preempted whole by higher-priority gang {preemptor}");
+                    let note = if reclaim {
+                        format!(
+                            "gang {gang} evicted whole: gang {preemptor}'s queue reclaims what {gang}'s queue borrowed"
+                        )
+                    } else {
+                        format!("gang {gang} preempted whole by higher-priority gang {preemptor}")
+                    };
                     reporter
                         .pod_event(&ns, &name, "Preempted", "Evict", note)
                         .await;

@@ -66,7 +66,11 @@ impl Engine {
             preemption: false,
             ..self.config.planner.clone()
         };
-        let plan = base.cluster.plan(std::slice::from_ref(&gang), now, &config);
+        // With the round's queues: a gang placed between rounds stays within its queue's and
+        // its ancestors' limits like one placed by a round (no preemption, so no reclaim).
+        let plan =
+            base.cluster
+                .plan_with_queues(std::slice::from_ref(&gang), now, &config, &base.queues);
         let placement = plan.placements.into_iter().next()?;
         if let Err(e) = base.cluster.commit(&gang, &placement.assignments, now) {
             // The base no longer matches what was planned; rebuild it at the next round.

@@ -10,11 +10,15 @@
 //! - `lifecycle`: what a live plan is and its transitions (pure); `transitions` applies them.
 //! - `release`: the barrier's Bindings (validate, bind, retry, roll back).
 //! - `actions`: evictions, nudges, nominations; `status`: PodGroup status and Events.
+//! - `queues`: the queue tree each round plans with, queue metrics and Queue status.
 
 mod actions;
 mod fast;
 mod lifecycle;
 mod plan;
+mod queues;
+#[cfg(test)]
+mod queues_tests;
 mod release;
 mod status;
 mod transitions;
@@ -71,6 +75,8 @@ struct Base {
     /// The cache's node generation the round saw: once nodes or GPUs change (a GPU turns
     /// unhealthy, a node is cordoned), the base is stale and only a new round may place.
     node_generation: u64,
+    /// The queues the round planned with: single gangs are held to the same limits.
+    queues: Arc<muster_core::QueueTree>,
 }
 
 #[derive(Default)]
@@ -98,6 +104,10 @@ struct State {
     /// Nodes a pod may not be planned on for a while, by pod UID: kube-scheduler's own
     /// filters refused them, or admission refused the pod's Binding there.
     excluded: HashMap<String, Exclusion>,
+    /// Queue problems as last logged (logged again only when they change).
+    queue_problems: std::collections::BTreeMap<String, Vec<String>>,
+    /// Queue statuses as last written, by queue name.
+    queue_reported: HashMap<String, String>,
 }
 
 struct Exclusion {

@@ -2,8 +2,9 @@
 //! preemption, reservations and explanations. The result becomes the base that single gangs
 //! are placed on between rounds (see `fast`).
 
-use super::{Answer, Base, Engine, LivePlan, Slot, State, actions, now_secs, status};
+use super::{Answer, Base, Engine, LivePlan, Slot, State, actions, now_secs, queues, status};
 use crate::gang::GangSource;
+use crate::queues::QueueBuild;
 use crate::snapshot::{self, Assumed, Planning, Snapshot};
 use muster_core::{Gang, GangKey, GangPlacement, WaitReason};
 use std::collections::{HashMap, HashSet};
@@ -35,16 +36,19 @@ impl Engine {
         let computed = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let snap = snapshot::build(&cache, &planning, now);
+            let queues = queues::from_cache(&cache);
             let built = t.elapsed();
-            let plan = snap.cluster.plan(&snap.pending, now, &planner);
-            (snap, plan, built, t.elapsed() - built)
+            let plan = snap
+                .cluster
+                .plan_with_queues(&snap.pending, now, &planner, &queues.tree);
+            (snap, plan, queues, built, t.elapsed() - built)
         })
         .await;
         let mut st = self.state.lock().await;
         st.round_running = false;
         st.last_round_took = started.elapsed();
         match computed {
-            Ok((snap, plan, built, planned)) => {
+            Ok((snap, plan, queues, built, planned)) => {
                 for (phase, took) in [("snapshot", built), ("plan", planned)] {
                     self.metrics
                         .plan_seconds
@@ -54,7 +58,7 @@ impl Engine {
                 self.apply_round(
                     &mut st,
                     snap,
-                    plan,
+                    (plan, queues),
                     (generation, node_generation),
                     now,
                     asking,
@@ -68,7 +72,7 @@ impl Engine {
         self: &Arc<Self>,
         st: &mut State,
         snap: Snapshot,
-        plan: muster_core::Plan,
+        (plan, queue_build): (muster_core::Plan, QueueBuild),
         (generation, node_generation): (u64, u64),
         now: u64,
         asking: Option<&str>,
@@ -135,6 +139,27 @@ impl Engine {
         for (q, n) in pending_by_queue {
             self.metrics.pending_gangs.with_label_values(&[&q]).set(n);
         }
+        queues::log_problems(&mut st.queue_problems, &queue_build.problems);
+        queues::record_metrics(&self.metrics, &plan.queues);
+        // The leader's alone: a round that outlived leadership writes nothing.
+        if self.config.report && self.is_leader() {
+            let names: Vec<String> = self
+                .cache
+                .queues
+                .state()
+                .iter()
+                .filter_map(|q| q.metadata.name.clone())
+                .collect();
+            let updates = queues::status_updates(
+                &names,
+                &plan.queues,
+                &queue_build.problems,
+                &mut st.queue_reported,
+            );
+            if !updates.is_empty() {
+                tokio::spawn(queues::write_status(self.client.clone(), updates));
+            }
+        }
         if self.config.report {
             let volcano_groups: Vec<GangKey> = self
                 .cache
@@ -177,6 +202,7 @@ impl Engine {
             gpu_ids: snap.gpu_ids,
             open,
             node_generation,
+            queues: Arc::new(queue_build.tree),
         });
         tracing::debug!(
             generation,
@@ -319,12 +345,23 @@ impl Engine {
                     }
                 }
             }
-            tracing::info!(gang = %p.gang, victims = p.victims.len(), "{}", p.message);
+            tracing::info!(gang = %p.gang, victims = p.victims.len(), reclaim = p.reclaim, "{}", p.message);
+            if p.reclaim && !victims.is_empty() {
+                let queue = snap
+                    .gangs
+                    .get(&p.gang)
+                    .map_or("default", |g| g.queue.as_str());
+                self.metrics
+                    .queues
+                    .reclaims
+                    .with_label_values(&[queue])
+                    .inc();
+            }
             if !victims.is_empty() {
                 let leader = self.leader.get().cloned();
                 tokio::spawn(actions::evict(
                     self.decisions.clone(),
-                    p.gang.clone(),
+                    (p.gang.clone(), p.reclaim),
                     victims,
                     self.metrics.clone(),
                     self.reporter.clone(),

@@ -300,7 +300,7 @@ fn volcano_status(info: &GangInfo, stage: Stage, message: Option<String>) -> ser
     })
 }
 
-fn rfc3339(secs: u64) -> String {
+pub(super) fn rfc3339(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()

@@ -123,6 +123,11 @@ pub struct QueueStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "quantity_map_schema")]
     pub allocated: BTreeMap<String, Quantity>,
+    /// Its guarantee as planned (a parent's at least the sum of its children's; Volcano's
+    /// `deserved`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map_schema")]
+    pub guaranteed: BTreeMap<String, Quantity>,
     /// Held beyond the queue's guarantee, from other queues' idle guarantees or the pool.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "quantity_map_schema")]
@@ -148,6 +153,10 @@ pub struct QueueStatus {
     /// Why the queue cannot be used as written (e.g. a bad quantity), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `Valid` (False: the object is not used as written, with why) and `BelowGuarantee`
+    /// (True: it holds less than its guarantee while its gangs wait).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::podgroup::PodGroupCondition>,
 }
 
 const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";

@@ -155,6 +155,7 @@ impl Engine {
                 &plan.queues,
                 &queue_build.problems,
                 &mut st.queue_reported,
+                now,
             );
             if !updates.is_empty() {
                 tokio::spawn(queues::write_status(self.client.clone(), updates));

@@ -190,13 +190,22 @@ fn below_guarantee(s: &QueueStatus) -> Option<String> {
     ];
     let (what, have, guaranteed) = pairs.into_iter().find(|(_, a, g)| a < g)?;
     Some(format!(
-        "BelowGuarantee: allocated {have} of {guaranteed} guaranteed {what} while {} gang(s) wait",
+        "allocated {have} of {guaranteed} guaranteed {what} while {} gang(s) wait",
         s.pending_gangs
     ))
 }
 
-/// The status of one Muster Queue. The CRD's status has no `conditions` and no `guaranteed`:
-/// the `Valid` and `BelowGuarantee` conditions and the guarantee go into `message`.
+fn condition(kind: &str, on: bool, reason: &str, message: String) -> serde_json::Value {
+    serde_json::json!({
+        "type": kind,
+        "status": if on { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+    })
+}
+
+/// The status of one Muster Queue: what the plan saw, `message` and a `Valid` condition with
+/// its problems, and (when planned with) a `BelowGuarantee` condition.
 pub(super) fn queue_status(
     status: Option<&QueueStatus>,
     problems: Option<&Vec<String>>,
@@ -204,25 +213,32 @@ pub(super) fn queue_status(
 ) -> serde_json::Value {
     let zero = QueueAmounts::default();
     let amounts = |f: fn(&QueueStatus) -> &QueueAmounts| status.map_or(&zero, f);
-    let mut lines: Vec<String> = Vec::new();
-    if let Some(problems) = problems.filter(|p| !p.is_empty()) {
-        lines.push(format!("Valid: False: {}", problems.join("; ")));
-    }
+    let problems = problems.filter(|p| !p.is_empty()).map(|p| p.join("; "));
+    let mut conditions = vec![match &problems {
+        Some(why) => condition("Valid", false, "Invalid", why.clone()),
+        None => condition("Valid", true, "Valid", String::new()),
+    }];
     if let Some(s) = status {
-        lines.extend(below_guarantee(s));
-        let g = &s.guaranteed;
-        lines.push(format!(
-            "guaranteed: {} GPUs, {} mCPU, {} bytes of memory",
-            g.gpus, g.cpu_millis, g.memory_bytes
-        ));
+        conditions.push(match below_guarantee(s) {
+            Some(why) => condition("BelowGuarantee", true, "GangsWaitBelowGuarantee", why),
+            None => condition(
+                "BelowGuarantee",
+                false,
+                "GuaranteeHeldOrIdle",
+                String::new(),
+            ),
+        });
     }
     // Of the cluster's GPUs, the part the queue is entitled to now (the CRD's `share`).
     let share = match (status, cluster_gpus) {
-        (Some(s), total) if total > 0 => format!("{:.3}", s.fair_share.gpus as f64 / total as f64),
+        (Some(s), total) if total > 0 => {
+            format!("{:.3}", s.fair_share.gpus as f64 / total as f64)
+        }
         _ => "0".to_string(),
     };
     serde_json::json!({
         "allocated": quantities(amounts(|s| &s.allocated)),
+        "guaranteed": quantities(amounts(|s| &s.guaranteed)),
         "borrowed": quantities(amounts(|s| &s.borrowed)),
         "lent": quantities(amounts(|s| &s.lent)),
         "fairShare": quantities(amounts(|s| &s.fair_share)),
@@ -230,7 +246,8 @@ pub(super) fn queue_status(
         "pendingGangs": status.map_or(0, |s| s.pending_gangs),
         "runningGangs": status.map_or(0, |s| s.running_gangs),
         "share": share,
-        "message": if lines.is_empty() { None } else { Some(lines.join("\n")) },
+        "message": problems,
+        "conditions": conditions,
     })
 }
 
@@ -241,6 +258,7 @@ pub(super) fn status_updates(
     statuses: &[QueueStatus],
     problems: &BTreeMap<String, Vec<String>>,
     reported: &mut HashMap<String, String>,
+    now: u64,
 ) -> Vec<(String, serde_json::Value)> {
     let present: HashSet<&String> = names.iter().collect();
     reported.retain(|q, _| present.contains(q));
@@ -254,16 +272,23 @@ pub(super) fn status_updates(
         .sum();
     let mut out = Vec::new();
     for name in names {
-        let status = queue_status(
+        let mut status = queue_status(
             by_name.get(name.as_str()).copied(),
             problems.get(name),
             cluster_gpus,
         );
+        // Deduped on everything but timestamps.
         let fingerprint = status.to_string();
         if reported.get(name) == Some(&fingerprint) {
             continue;
         }
         reported.insert(name.clone(), fingerprint);
+        // Written only on change, so "now" is when the conditions last moved.
+        if let Some(conditions) = status["conditions"].as_array_mut() {
+            for c in conditions {
+                c["lastTransitionTime"] = serde_json::Value::String(super::status::rfc3339(now));
+            }
+        }
         out.push((name.clone(), status));
     }
     out

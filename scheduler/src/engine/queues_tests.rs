@@ -192,32 +192,35 @@ async fn queue_status_is_written_once_per_change() {
     let names = vec!["team-a".to_string(), "team-b".to_string()];
     let problems = std::collections::BTreeMap::new();
     let mut reported = HashMap::new();
-    let first = queues::status_updates(&names, &plan.queues, &problems, &mut reported);
+    let first = queues::status_updates(&names, &plan.queues, &problems, &mut reported, 1_000);
     assert_eq!(first.len(), 2);
     let b = &first.iter().find(|(n, _)| n == "team-b").unwrap().1;
     assert_eq!(b["pendingGangs"], 1);
     assert_eq!(b["allocated"]["nvidia.com/gpu"], "0");
-    let message = b["message"].as_str().unwrap_or_default();
-    assert!(message.contains("BelowGuarantee"), "{message}");
+    assert_eq!(b["guaranteed"]["nvidia.com/gpu"], "8");
+    let below = &b["conditions"][1];
+    assert_eq!(below["type"], "BelowGuarantee");
+    assert_eq!(below["status"], "True", "{below}");
+    assert!(below["lastTransitionTime"].is_string());
+    assert_eq!(b["conditions"][0]["status"], "True", "Valid");
     let a = &first.iter().find(|(n, _)| n == "team-a").unwrap().1;
     assert_eq!(a["allocatedGpus"], 16);
     assert_eq!(a["borrowed"]["nvidia.com/gpu"], "8");
     assert_eq!(a["runningGangs"], 2);
 
-    let again = queues::status_updates(&names, &plan.queues, &problems, &mut reported);
+    let again = queues::status_updates(&names, &plan.queues, &problems, &mut reported, 1_000);
     assert!(again.is_empty(), "unchanged: nothing written");
 
     let problems = std::collections::BTreeMap::from([(
         "team-a".to_string(),
         vec!["queue not used: a problem".to_string()],
     )]);
-    let changed = queues::status_updates(&names, &plan.queues, &problems, &mut reported);
+    let changed = queues::status_updates(&names, &plan.queues, &problems, &mut reported, 1_000);
     assert_eq!(changed.len(), 1, "only the queue whose status changed");
-    let message = changed[0].1["message"].as_str().unwrap_or_default();
-    assert!(
-        message.starts_with("Valid: False: queue not used"),
-        "{message}"
-    );
+    let status = &changed[0].1;
+    assert_eq!(status["message"], "queue not used: a problem");
+    assert_eq!(status["conditions"][0]["type"], "Valid");
+    assert_eq!(status["conditions"][0]["status"], "False");
 }
 
 /// Between rounds, a gang is placed on its own (the fast path) only within its queue's limit:

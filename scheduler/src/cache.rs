@@ -61,6 +61,10 @@ pub struct Cache {
     gpu_nodes_listed: Arc<AtomicBool>,
     /// Which pods are Muster's (kube-scheduler runs a profile per name).
     scheduler_names: Arc<SchedulerNames>,
+    /// Per kind that decides queues (Muster's and Volcano's Queues, Namespaces): listed, or
+    /// its CRD is absent. Until all are, no round plans: planning without a limit that exists
+    /// could place gangs above it.
+    queue_kinds_known: [Arc<AtomicBool>; 3],
 }
 
 impl Cache {
@@ -80,6 +84,7 @@ impl Cache {
             fingerprints: Default::default(),
         };
         let on_gpu_node = node_generation.clone();
+        let known: [Arc<AtomicBool>; 3] = Default::default();
         let cache = Cache {
             nodes: w.watch_with(Api::<Node>::all(client.clone()), move |e| on_node.apply(e)),
             pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| index.apply(e)),
@@ -91,9 +96,10 @@ impl Cache {
             gpu_nodes: w.watch_with(Api::<GpuNode>::all(client.clone()), move |_| {
                 on_gpu_node.fetch_add(1, Ordering::AcqRel);
             }),
-            queues: w.watch(Api::<Queue>::all(client.clone())),
-            volcano_queues: w.watch(Api::<volcano::Queue>::all(client.clone())),
-            namespaces: w.watch(Api::<Namespace>::all(client)),
+            queues: w.watch_known(Api::<Queue>::all(client.clone()), known[0].clone()),
+            volcano_queues: w
+                .watch_known(Api::<volcano::Queue>::all(client.clone()), known[1].clone()),
+            namespaces: w.watch_known(Api::<Namespace>::all(client), known[2].clone()),
             gangs,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
@@ -103,6 +109,7 @@ impl Cache {
             changed,
             gpu_nodes_listed: Arc::default(),
             scheduler_names: Arc::default(),
+            queue_kinds_known: known,
         };
         {
             let (store, listed) = (cache.gpu_nodes.clone(), cache.gpu_nodes_listed.clone());
@@ -163,6 +170,7 @@ impl Cache {
             changed: Arc::new(Notify::new()),
             gpu_nodes_listed: Arc::new(AtomicBool::new(true)),
             scheduler_names: Arc::new(objects.scheduler_names),
+            queue_kinds_known: std::array::from_fn(|_| Arc::new(AtomicBool::new(true))),
         }
     }
 
@@ -205,6 +213,19 @@ impl Cache {
     /// Whether GpuNodes have been listed (see the field).
     pub fn gpu_nodes_listed(&self) -> bool {
         self.gpu_nodes_listed.load(Ordering::Acquire)
+    }
+
+    /// The same cache as if its Queues had not been listed yet (tests of startup).
+    pub fn with_queues_unlisted(mut self) -> Cache {
+        self.queue_kinds_known[0] = Arc::new(AtomicBool::new(false));
+        self
+    }
+
+    /// Whether every kind that decides queues is listed (or its CRD absent): see the field.
+    pub fn queues_known(&self) -> bool {
+        self.queue_kinds_known
+            .iter()
+            .all(|k| k.load(Ordering::Acquire))
     }
 
     /// Changes whenever any watched object changes.
@@ -331,11 +352,52 @@ impl Watches {
         self.watch_with(api, |_| {})
     }
 
+    /// Like `watch`; `known` turns true once the kind is listed, or its list says the CRD is
+    /// absent (404: there is nothing to know).
+    fn watch_known<K>(&self, api: Api<K>, known: Arc<AtomicBool>) -> Store<K>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let listed = known.clone();
+        self.spawn_watch(
+            api,
+            move |e| {
+                if matches!(e, watcher::Event::InitDone) {
+                    listed.store(true, Ordering::Release);
+                }
+            },
+            move |e| {
+                use watcher::Error::{InitialListFailed, WatchStartFailed};
+                if let InitialListFailed(kube::Error::Api(s))
+                | WatchStartFailed(kube::Error::Api(s)) = e
+                    && s.code == 404
+                {
+                    known.store(true, Ordering::Release);
+                }
+            },
+        )
+    }
+
     /// Like `watch`, also handing every event to `observe` once the store has applied it.
     fn watch_with<K>(
         &self,
         api: Api<K>,
+        observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        self.spawn_watch(api, observe, |_| {})
+    }
+
+    /// The reflector task: events to the store and `observe`, errors to `on_error`.
+    fn spawn_watch<K>(
+        &self,
+        api: Api<K>,
         mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+        on_error: impl Fn(&watcher::Error) + Send + 'static,
     ) -> Store<K>
     where
         K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -367,10 +429,14 @@ impl Watches {
                     }
                     // Absent CRDs fail forever: say it once, not every backoff step.
                     Err(e) if !failing => {
+                        on_error(&e);
                         failing = true;
                         tracing::warn!(kind, error = %e, "watch failing; retrying with backoff");
                     }
-                    Err(e) => tracing::debug!(kind, error = %e, "watch still failing"),
+                    Err(e) => {
+                        on_error(&e);
+                        tracing::debug!(kind, error = %e, "watch still failing");
+                    }
                 }
             }
         });

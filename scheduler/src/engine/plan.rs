@@ -18,6 +18,11 @@ impl Engine {
     /// and rounds never overlap), so the result applies as computed.
     pub(super) async fn round(self: &Arc<Self>, asking: Option<&str>) {
         let _one_at_a_time = self.round_lock.lock().await;
+        // Planning before the Queues are listed would ignore their limits (a startup race).
+        if !self.cache.queues_known() {
+            tracing::debug!("queues not listed yet: no round");
+            return;
+        }
         let started = Instant::now();
         let (planning, generation, node_generation) = {
             let mut st = self.state.lock().await;

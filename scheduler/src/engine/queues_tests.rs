@@ -62,6 +62,10 @@ fn engine() -> Arc<Engine> {
 }
 
 fn engine_with(pods: Vec<Pod>) -> Arc<Engine> {
+    engine_over(pods, |c| c)
+}
+
+fn engine_over(pods: Vec<Pod>, adjust: impl FnOnce(Cache) -> Cache) -> Arc<Engine> {
     let cache = Cache::from_objects(CacheObjects {
         nodes: vec![node("n1"), node("n2")],
         pods,
@@ -75,6 +79,7 @@ fn engine_with(pods: Vec<Pod>) -> Arc<Engine> {
         Vec::new(),
         Vec::new(),
     );
+    let cache = adjust(cache);
     // Never called in these tests' assertions (evictions to it fail quietly).
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
@@ -256,4 +261,31 @@ async fn the_fast_path_keeps_queue_limits() {
         "placed above its queue's limit: {answer:?}"
     );
     assert!(!st.plans.contains_key(&key));
+}
+
+/// Until the Queues are listed, no round plans (it would ignore their limits).
+#[tokio::test]
+async fn no_round_before_the_queues_are_listed() {
+    let pods = vec![
+        member("b2", 0, "team-b", None),
+        member("b2", 1, "team-b", None),
+    ];
+    let engine = engine_over(pods.clone(), Cache::with_queues_unlisted);
+    engine.round(None).await;
+    let st = engine.state.lock().await;
+    assert!(
+        st.plans.is_empty() && st.base.is_none(),
+        "planned before Queues were listed"
+    );
+    drop(st);
+    let listed = engine_with(pods);
+    listed.round(None).await;
+    assert!(
+        listed
+            .state
+            .lock()
+            .await
+            .plans
+            .contains_key(&GangKey::new("ml", "b2"))
+    );
 }

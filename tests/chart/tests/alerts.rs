@@ -77,6 +77,7 @@ fn alerts_cover_the_issue_and_use_real_metrics() {
         "MusterExtenderErrors",
         "MusterExtenderSlow",
         "MusterNodeAgentDown",
+        "MusterQueueBelowGuarantee",
     ] {
         assert!(names.contains(&required.to_string()), "no alert {required}");
     }
@@ -106,6 +107,7 @@ fn alert_thresholds_follow_values() {
         "alerts.gangPendingFor=2h",
         "alerts.idleUtilizationPercent=10",
         "alerts.extenderLatencySeconds=2",
+        "alerts.queueBelowGuaranteeFor=1h",
     ]);
     let rule = one(&objs, "PrometheusRule", "muster");
     let find = |n: &str| {
@@ -119,6 +121,7 @@ fn alert_thresholds_follow_values() {
             .clone()
     };
     assert_eq!(find("MusterGangPendingTooLong")["for"], "2h");
+    assert_eq!(find("MusterQueueBelowGuarantee")["for"], "1h");
     assert!(
         find("MusterGpuAllocatedButIdle")["expr"]
             .as_str()
@@ -184,6 +187,39 @@ tests:
             exp_annotations:
               summary: 'Gangs pending for a long time'
               description: 'Queue research has had pending gangs continuously for 30m; see the PodGroup status or the pods'' PodScheduled condition for the reason.'
+  # research: 8 of 16 guaranteed GPUs with a gang waiting (fires after 15m); vision: below its
+  # guarantee but nothing waits; prod: waiting, at its guarantee.
+  - interval: 5m
+    input_series:
+      - series: 'muster_queue_allocated{queue="research",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '8x8'
+      - series: 'muster_queue_guaranteed{queue="research",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '16x8'
+      - series: 'muster_queue_pending_gangs{queue="research",instance="s:8888"}'
+        values: '1x8'
+      - series: 'muster_queue_allocated{queue="vision",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '0x8'
+      - series: 'muster_queue_guaranteed{queue="vision",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '16x8'
+      - series: 'muster_queue_pending_gangs{queue="vision",instance="s:8888"}'
+        values: '0x8'
+      - series: 'muster_queue_allocated{queue="prod",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '32x8'
+      - series: 'muster_queue_guaranteed{queue="prod",resource="nvidia.com/gpu",instance="s:8888"}'
+        values: '32x8'
+      - series: 'muster_queue_pending_gangs{queue="prod",instance="s:8888"}'
+        values: '3x8'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: MusterQueueBelowGuarantee
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: MusterQueueBelowGuarantee
+        exp_alerts:
+          - exp_labels: {severity: warning, queue: research}
+            exp_annotations:
+              summary: 'A queue is held below its GPU guarantee'
+              description: 'Queue research has held 8 GPUs, below its guarantee, with gangs waiting, for 15m; see kubectl muster top queues and the waiting PodGroups'' conditions (reclaim refused, a gang larger than the guarantee, or fragmentation).'
   - interval: 5m
     input_series:
       - series: 'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",Hostname="n1",pod="p",namespace="ns"}'

@@ -99,6 +99,23 @@ fn dashboard_covers_the_issue() {
     assert!(any("muster_pending_gangs"));
     assert!(any("muster_gang_wait_seconds_bucket"));
     assert!(any("muster_preemptions_total"));
+    // Queues: allocated against guarantee and limit, share, borrowing, gangs, reclaims.
+    for m in [
+        "muster_queue_allocated",
+        "muster_queue_guaranteed",
+        "muster_queue_limit",
+        "muster_queue_share",
+        "muster_queue_borrowed",
+        "muster_queue_pending_gangs",
+        "muster_queue_running_gangs",
+        "muster_reclaims_total",
+    ] {
+        assert!(
+            all.iter()
+                .any(|(_, e)| e.contains(m) && e.contains("by (queue)")),
+            "{m} per queue"
+        );
+    }
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! `cargo bench -p muster-core --bench placement`. Figures to compare: kube-scheduler's native
 //! gang scheduling needs ~3.7 ms per 3-pod pod-group attempt at 5,000 nodes (REFERENCE.md §8).
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use muster_core::{Gang, PlannerConfig};
 use std::hint::black_box;
+use std::time::Duration;
 
 mod common;
 
@@ -54,5 +55,25 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(placement, benches);
+/// A round's cost against the queue's length (issue #18): most of a long queue cannot fit, and
+/// should cost little to say so.
+fn queue_length(c: &mut Criterion) {
+    let half = cluster(0.5);
+    let config = PlannerConfig::default();
+    let mut group = c.benchmark_group("round");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for n in [100, 1_000, 10_000, 50_000] {
+        let gangs = pending(n);
+        group.bench_with_input(
+            BenchmarkId::new("pending gangs, 5000 nodes half full", n),
+            &gangs,
+            |b, g| b.iter(|| black_box(half.plan(black_box(g), 0, &config))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(placement, benches, queue_length);
 criterion_main!(placement);

@@ -6,6 +6,7 @@
 //! waits. No I/O, no async, no clock: time is an input.
 
 pub mod cluster;
+mod equivalence;
 pub mod explain;
 pub mod gpu_choice;
 pub mod model;

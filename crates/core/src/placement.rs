@@ -67,6 +67,9 @@ pub(crate) struct Work<'c> {
     /// Gang (by planning order) holding a reservation on each node.
     pub reserved_by: Vec<Option<u32>>,
     undo: Vec<(u32, NodeFree)>,
+    /// Bumped whenever `free` or `reserved_by` changes: facts computed at an equal version
+    /// still hold (the equivalence classes reuse them).
+    pub version: u64,
 }
 
 impl<'c> Work<'c> {
@@ -76,6 +79,7 @@ impl<'c> Work<'c> {
             free: cluster.free.clone(),
             reserved_by: vec![None; cluster.free.len()],
             undo: Vec::new(),
+            version: 0,
         }
     }
 
@@ -86,6 +90,7 @@ impl<'c> Work<'c> {
             free,
             reserved_by: self.reserved_by.clone(),
             undo: Vec::new(),
+            version: 0,
         }
     }
 
@@ -170,8 +175,25 @@ impl<'c> Work<'c> {
         while self.undo.len() > checkpoint {
             if let Some((i, old)) = self.undo.pop() {
                 self.free[i as usize] = old;
+                self.touch();
             }
         }
+    }
+
+    /// Records that `free` or `reserved_by` changed.
+    pub fn touch(&mut self) {
+        self.version = self.version.saturating_add(1);
+    }
+
+    /// Why `shape` (members of one shape, the gang's first) does not fit now, without trying to
+    /// place it: the same facts [`Work::place`] would report.
+    pub fn shortfall_now(&self, shape: &[&PodRequest], holder: Option<u32>) -> Box<Shortfall> {
+        let fit = match shape.first() {
+            Some(first) => self.static_fit(first),
+            None => Arc::new(StaticFit::default()),
+        };
+        let (_, total, reserved_skipped) = self.candidates(shape, &fit, holder, &[]);
+        self.shortfall(shape, &fit, total, reserved_skipped)
     }
 
     fn place_shape(
@@ -185,38 +207,7 @@ impl<'c> Work<'c> {
         let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
         let fit = self.static_fit(first);
-        let mut cands: Vec<Cand> = Vec::new();
-        let mut total = 0u32;
-        let mut reserved_skipped = 0;
-        for &i in &fit.nodes {
-            if let Some(h) = self.reserved_by[i as usize]
-                && Some(h) != holder
-            {
-                reserved_skipped += 1;
-                continue;
-            }
-            if first.one_per_node
-                && out
-                    .iter()
-                    .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
-            {
-                continue;
-            }
-            let free = &self.free[i as usize];
-            let cap = if want == 1 || first.one_per_node {
-                u32::from(free.capacity_for(&res) > 0)
-            } else {
-                free.capacity_for(&res).min(want)
-            };
-            if cap > 0 {
-                total = total.saturating_add(cap);
-                cands.push(Cand {
-                    node: i,
-                    cap,
-                    domain: self.cluster.hot[i as usize].domain,
-                });
-            }
-        }
+        let (cands, total, reserved_skipped) = self.candidates(shape, &fit, holder, out);
         if total < want {
             return Err(self.shortfall(shape, &fit, total, reserved_skipped));
         }
@@ -280,6 +271,55 @@ impl<'c> Work<'c> {
             return Err(self.shortfall(shape, &fit, total, reserved_skipped));
         }
         Ok(())
+    }
+
+    /// The nodes that can take members of `shape` now, how many each (at most all of them),
+    /// their sum, and how many matching nodes were skipped as held for another gang.
+    fn candidates(
+        &self,
+        shape: &[&PodRequest],
+        fit: &StaticFit,
+        holder: Option<u32>,
+        out: &[Assignment],
+    ) -> (Vec<Cand>, u32, usize) {
+        let mut cands: Vec<Cand> = Vec::new();
+        let mut total = 0u32;
+        let mut reserved_skipped = 0;
+        let Some(first) = shape.first() else {
+            return (cands, total, reserved_skipped);
+        };
+        let res = first.resources;
+        let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
+        for &i in &fit.nodes {
+            if let Some(h) = self.reserved_by[i as usize]
+                && Some(h) != holder
+            {
+                reserved_skipped += 1;
+                continue;
+            }
+            if first.one_per_node
+                && out
+                    .iter()
+                    .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
+            {
+                continue;
+            }
+            let free = &self.free[i as usize];
+            let cap = if want == 1 || first.one_per_node {
+                u32::from(free.capacity_for(&res) > 0)
+            } else {
+                free.capacity_for(&res).min(want)
+            };
+            if cap > 0 {
+                total = total.saturating_add(cap);
+                cands.push(Cand {
+                    node: i,
+                    cap,
+                    domain: self.cluster.hot[i as usize].domain,
+                });
+            }
+        }
+        (cands, total, reserved_skipped)
     }
 
     /// Keeps a multi-node shape inside one domain when one can hold it (preferring the domain
@@ -352,6 +392,7 @@ impl<'c> Work<'c> {
         };
         self.undo.push((node, free));
         self.free[i].take(&member.resources, mask);
+        self.touch();
         out.push(Assignment {
             pod: member.id.clone(),
             node: slot.info.name.clone(),

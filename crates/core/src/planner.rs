@@ -28,6 +28,15 @@ pub struct PlannerConfig {
     pub preemption: bool,
     /// Bound on what-if placements when minimising a victim set.
     pub max_prune_checks: usize,
+    /// Gives a gang the verdict of an earlier one of its shape that could not fit, without a
+    /// search (`equivalence`): the same plan, at a cost that no longer grows with the queue.
+    /// Off only to check that claim.
+    #[serde(default = "yes")]
+    pub skip_equivalent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for PlannerConfig {
@@ -37,6 +46,7 @@ impl Default for PlannerConfig {
             max_reservations: 1,
             preemption: true,
             max_prune_checks: 32,
+            skip_equivalent: true,
         }
     }
 }
@@ -122,6 +132,17 @@ pub fn order(pending: &[Gang]) -> Vec<usize> {
 impl Cluster {
     /// Plans every pending gang against the current state. Pure: the cluster is not changed.
     pub fn plan(&self, pending: &[Gang], now: u64, config: &PlannerConfig) -> Plan {
+        self.plan_counted(pending, now, config).0
+    }
+
+    /// [`Cluster::plan`], and how many gangs got their verdict without a placement search.
+    pub(crate) fn plan_counted(
+        &self,
+        pending: &[Gang],
+        now: u64,
+        config: &PlannerConfig,
+    ) -> (Plan, usize) {
+        let mut classes = crate::equivalence::Classes::default();
         let mut work = Work::new(self);
         let mut plan = Plan::default();
         let mut evicted: HashSet<GangKey> = HashSet::new();
@@ -156,7 +177,16 @@ impl Cluster {
             members.sort_by(|a, b| a.id.cmp(&b.id));
             let need = gang.min_member.saturating_sub(running) as usize;
             let (core, extra) = members.split_at(need.min(members.len()));
-            match work.place(core, holder) {
+            let known = if config.skip_equivalent {
+                classes.known_shortfall(&work, core, holder)
+            } else {
+                None
+            };
+            let placed = match known {
+                Some(facts) => Err(facts),
+                None => work.place(core, holder),
+            };
+            match placed {
                 Ok(mut assignments) => {
                     let required = assignments.len();
                     // Members beyond the minimum are welcome but not required: one by one.
@@ -174,11 +204,34 @@ impl Cluster {
                     }
                 }
                 Err(shortfall) => {
+                    if config.skip_equivalent {
+                        classes.failed(core, &shortfall, work.version);
+                    }
                     let (reason, mut message) = explain::shortfall(&shortfall);
                     let may_help =
                         any_terminating || lowest_victim.is_some_and(|p| p < gang.priority);
                     if !reason.unresolvable() && config.preemption && may_help {
-                        match preemption::search(&mut work, gang, core, holder, &evicted, config) {
+                        // A gang's own running pods are never its victims but may be another's:
+                        // only gangs with none share their candidates.
+                        let reuse = config.skip_equivalent && !self.gangs.contains_key(&gang.key);
+                        let known = reuse
+                            .then(|| classes.known_no_victims(core, gang.priority, evicted.len()))
+                            .flatten();
+                        let outcome = match known {
+                            Some(note) => preemption::Outcome::Impossible(note),
+                            None => {
+                                let o = preemption::search(
+                                    &mut work, gang, core, holder, &evicted, config,
+                                );
+                                if let preemption::Outcome::Impossible(note) = &o
+                                    && reuse
+                                {
+                                    classes.no_victims(core, gang.priority, evicted.len(), note);
+                                }
+                                o
+                            }
+                        };
+                        match outcome {
                             preemption::Outcome::Preempt(p) => {
                                 evicted.extend(p.victims.iter().map(|v| v.gang.clone()));
                                 plan.preemptions.push(p);
@@ -225,7 +278,7 @@ impl Cluster {
                 }
             }
         }
-        plan
+        (plan, classes.skipped)
     }
 
     /// Records a placement decision's pods as placed (the simulator's and tests' "bind"), in
@@ -328,6 +381,7 @@ impl Work<'_> {
             .into_iter()
             .map(|i| {
                 self.reserved_by[i as usize] = Some(holder);
+                self.touch();
                 self.cluster.nodes[i as usize].info.name.clone()
             })
             .collect()

@@ -275,6 +275,7 @@ fn hold(work: &mut Work<'_>, assignments: &[Assignment], _holder: Option<u32>) -
             mask_of(a.gpus.iter().map(|&x| x as usize)),
         );
         work.free[i].gpu_budget = work.free[i].gpu_budget.saturating_sub(a.gpus.len() as u32);
+        work.touch();
         if !nodes.contains(&a.node) {
             nodes.push(a.node.clone());
         }

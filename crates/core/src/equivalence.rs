@@ -1,0 +1,177 @@
+//! Equivalence classes within one planning round (kube-scheduler and Slurm's backfill do the
+//! same): once `want` members of one shape cannot fit, no later gang made only of that shape
+//! and needing at least `want` members can, because capacity only shrinks within a round
+//! (placements, preemptors' holds and reservations take; nothing gives back). Such a gang
+//! gets its verdict without the search. The facts its explanation is written from are
+//! recomputed whenever capacity changed since, so verdicts and messages are exactly the
+//! search's (`tests/equivalence.rs` checks plans with and without the skip are equal).
+
+use crate::model::PodRequest;
+use crate::placement::{Shortfall, Work, same_shape};
+
+/// `want` members of `shape` did not fit; `facts` say why as of `Work::version` `version`.
+struct Failed<'g> {
+    shape: &'g PodRequest,
+    want: usize,
+    facts: Box<Shortfall>,
+    version: u64,
+}
+
+/// A preemption search for `want` members of `shape` at `priority` found no victims, after
+/// `evictions` preemptions had been planned this round.
+struct NoVictims<'g> {
+    shape: &'g PodRequest,
+    want: usize,
+    priority: i32,
+    evictions: usize,
+    note: Option<String>,
+}
+
+/// One round's classes of gangs known not to fit.
+#[derive(Default)]
+pub(crate) struct Classes<'g> {
+    failed: Vec<Failed<'g>>,
+    no_victims: Vec<NoVictims<'g>>,
+    /// Gangs given a verdict without a placement search (for tests and profiling).
+    pub skipped: usize,
+}
+
+/// The shape of `core` when every member has it.
+fn uniform<'g>(core: &[&'g PodRequest]) -> Option<&'g PodRequest> {
+    let first = *core.first()?;
+    core.iter().all(|m| same_shape(first, m)).then_some(first)
+}
+
+impl<'g> Classes<'g> {
+    /// Why `core` cannot fit, when an earlier gang of its shape needing no more members could
+    /// not: the facts a search would report now, without the search.
+    pub fn known_shortfall(
+        &mut self,
+        work: &Work<'_>,
+        core: &[&'g PodRequest],
+        holder: Option<u32>,
+    ) -> Option<Box<Shortfall>> {
+        let first = uniform(core)?;
+        let f = self
+            .failed
+            .iter_mut()
+            .find(|f| f.want <= core.len() && same_shape(f.shape, first))?;
+        if f.version != work.version {
+            f.facts = work.shortfall_now(core, holder);
+            f.version = work.version;
+        }
+        let mut facts = f.facts.clone();
+        // Every node took fewer than `f.want` members, so as many of `core`'s fit as of
+        // theirs: only the number asked for differs.
+        facts.pods = u32::try_from(core.len()).unwrap_or(u32::MAX);
+        self.skipped = self.skipped.saturating_add(1);
+        Some(facts)
+    }
+
+    /// Remembers a placement search's failure when it proves later ones (one shape, short
+    /// of room in total rather than unlucky in choice).
+    pub fn failed(&mut self, core: &[&'g PodRequest], facts: &Shortfall, version: u64) {
+        let Some(first) = uniform(core) else { return };
+        if facts.fit_now >= facts.pods
+            || self
+                .failed
+                .iter()
+                .any(|f| f.want <= core.len() && same_shape(f.shape, first))
+        {
+            return;
+        }
+        self.failed.push(Failed {
+            shape: first,
+            want: core.len(),
+            facts: Box::new(facts.clone()),
+            version,
+        });
+    }
+
+    /// The note of an earlier fruitless preemption search that proves this one fruitless too:
+    /// same shape, no more members, the same priority (the same candidate victims) and no
+    /// eviction planned since.
+    pub fn known_no_victims(
+        &self,
+        core: &[&PodRequest],
+        priority: i32,
+        evictions: usize,
+    ) -> Option<Option<String>> {
+        let first = uniform(core)?;
+        self.no_victims
+            .iter()
+            .find(|n| {
+                n.priority == priority
+                    && n.evictions == evictions
+                    && n.want <= core.len()
+                    && same_shape(n.shape, first)
+            })
+            .map(|n| n.note.clone())
+    }
+
+    pub fn no_victims(
+        &mut self,
+        core: &[&'g PodRequest],
+        priority: i32,
+        evictions: usize,
+        note: &Option<String>,
+    ) {
+        let Some(first) = uniform(core) else { return };
+        if self.known_no_victims(core, priority, evictions).is_some() {
+            return;
+        }
+        self.no_victims.push(NoVictims {
+            shape: first,
+            want: core.len(),
+            priority,
+            evictions,
+            note: note.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cluster, Gang, GangKey, NodeInfo, PlacedPod, PlannerConfig, PodId, Resources};
+
+    fn full_node() -> Cluster {
+        let spec = muster_api::machines::builtin("dgx-a100").unwrap();
+        let mut c = Cluster::new([NodeInfo::from_machine("n0", spec)]).unwrap();
+        c.add_pod(PlacedPod {
+            id: PodId("run-0".into()),
+            gang: GangKey::new("run", "g0"),
+            node: "n0".into(),
+            resources: Resources::new(1000, 1 << 30, 6),
+            gpus: (0..6).collect(),
+            priority: 0,
+            started_at: 0,
+            preemptible: true,
+            terminating: false,
+        })
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn equivalent_gangs_are_not_searched_again() {
+        let c = full_node();
+        // 2 GPUs free: the first 4-pod gang fails, so must every bigger one of its shape.
+        let mut gangs: Vec<Gang> = (0..50)
+            .map(|i| Gang::uniform("p", &format!("g{i}"), 4 + i % 3, 1, 0, i.into()))
+            .collect();
+        // A smaller gang of the shape is searched (and fits), a different shape too.
+        gangs.push(Gang::uniform("p", "small", 2, 1, 0, 100));
+        gangs.push(Gang::uniform("p", "other", 1, 2, 0, 101));
+        let skip = PlannerConfig::default();
+        let search = PlannerConfig {
+            skip_equivalent: false,
+            ..PlannerConfig::default()
+        };
+        let (with, skipped) = c.plan_counted(&gangs, 0, &skip);
+        let (without, none) = c.plan_counted(&gangs, 0, &search);
+        assert_eq!(with, without);
+        assert_eq!(none, 0);
+        assert_eq!(skipped, 49);
+        assert_eq!(with.placements.len(), 1, "{with:?}");
+    }
+}

@@ -131,6 +131,7 @@ async fn reclaim_scenario(
     })
     .await;
     let took = arrived.elapsed();
+    eprintln!("team B bound {took:?} after it arrived");
     assert!(took < Duration::from_secs(30), "reclaim took {took:?}");
 
     // Evicted gangs are gone whole; what team A keeps is bound whole.

@@ -73,7 +73,8 @@ pub struct Results {
     pub workload: WorkloadSummary,
     pub cluster: ClusterSummary,
     pub planner: PlannerConfig,
-    pub plan_window: usize,
+    /// Gangs planned per cycle; `None`: the whole queue.
+    pub plan_window: Option<usize>,
     /// Preempted jobs resume from checkpoints taken this often (s); 0 = restart from scratch.
     pub checkpoint_every: u64,
     pub slowdown: SlowdownModel,

@@ -175,3 +175,21 @@ fn bad_options_are_rejected_with_a_reason() {
     assert!(err(&["--gpus-per-node", "4"]).contains("8 GPUs per node"));
     assert!(err(&["--window", "1d..2d"]).contains("--trace"));
 }
+
+/// With the core's equivalence classes a round costs little more over the whole queue, so
+/// muster plans all of it by default: a small job behind 300 blocked gangs backfills at once.
+#[test]
+fn muster_plans_the_whole_queue_by_default() {
+    assert_eq!(muster_sim::cli::Args::default().plan_window, None);
+    let topo = Topo::new("dgx-a100", 1, None).unwrap();
+    let mut jobs = vec![job(0, 0, 10_000, 4)];
+    jobs.extend((1..=300).map(|i| job(i, 1, 100, 8)));
+    jobs.push(job(301, 2, 100, 1));
+    let out = simulate("muster", &topo, &jobs);
+    let small = out.jobs.iter().find(|j| j.job == 301).unwrap();
+    assert_eq!(
+        small.first_start,
+        Some(2),
+        "planned behind the queue's first 256 gangs"
+    );
+}

@@ -9,13 +9,13 @@ use muster_core::{Assignment, GangKey, PlannerConfig, QueueTree};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MusterConfig {
     pub planner: PlannerConfig,
-    /// Gangs from the head of the queue handed to each planning cycle. Bounds the cost of a
-    /// cycle when the queue is long; deeper gangs wait for their turn (a real scheduler also
-    /// plans a bounded window per cycle).
-    pub window: usize,
+    /// Gangs from the head of the queue handed to each planning cycle; `None`: the whole
+    /// queue (the core skips gangs equivalent to one that did not fit, so a long queue costs
+    /// little more). A bound makes deeper gangs wait for their turn, for experiments.
+    pub window: Option<usize>,
     /// The queue trees of the queue policies, when the run has queues.
     pub queues: Option<QueueTrees>,
 }
@@ -26,16 +26,6 @@ pub struct MusterConfig {
 pub struct QueueTrees {
     pub borrowing: Arc<QueueTree>,
     pub hard: Arc<QueueTree>,
-}
-
-impl Default for MusterConfig {
-    fn default() -> Self {
-        MusterConfig {
-            planner: PlannerConfig::default(),
-            window: 256,
-            queues: None,
-        }
-    }
 }
 
 pub struct Muster {
@@ -67,7 +57,7 @@ impl Muster {
     /// every queue's line, so that a queue arriving behind another's flood is seen (and can
     /// reclaim) instead of waiting beyond the window.
     fn head(&self, sim: &Sim<'_>) -> Vec<usize> {
-        let window = self.config.window.max(1);
+        let window = self.config.window.unwrap_or(usize::MAX).max(1);
         let mut keys: BTreeSet<QueueKey> = sim.queue.iter().take(window).copied().collect();
         if self.tree.is_some()
             && let Some(t) = &sim.queues

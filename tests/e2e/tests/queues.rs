@@ -178,7 +178,10 @@ async fn a_queue_below_its_guarantee_reclaims_whole_gangs_from_a_borrower() {
         let ok = b["allocatedGpus"] == 16
             && b["runningGangs"] == 1
             && a["allocatedGpus"] == 48
-            && a["borrowed"]["nvidia.com/gpu"] == "16";
+            && a["borrowed"]["nvidia.com/gpu"] == "16"
+            && a["guaranteed"]["nvidia.com/gpu"] == "32"
+            && a["conditions"][0]["type"] == "Valid"
+            && a["conditions"][0]["status"] == "True";
         if ok {
             Ok(())
         } else {

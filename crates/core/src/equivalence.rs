@@ -2,19 +2,48 @@
 //! same): once `want` members of one shape cannot fit, no later gang made only of that shape
 //! and needing at least `want` members can, because capacity only shrinks within a round
 //! (placements, preemptors' holds and reservations take; nothing gives back). Such a gang
-//! gets its verdict without the search. The facts its explanation is written from are
-//! recomputed whenever capacity changed since, so verdicts and messages are exactly the
-//! search's (`tests/equivalence.rs` checks plans with and without the skip are equal).
+//! gets its verdict without the search. The facts its explanation is written from are kept
+//! up to date node by node as capacity changes, so verdicts and messages are exactly the
+//! search's (`tests/equivalence.rs` checks plans with and without the skip are equal) at a
+//! cost of the nodes changed since, not of the cluster.
 
 use crate::model::PodRequest;
-use crate::placement::{Shortfall, Work, same_shape};
+use crate::placement::{Contribution, Shortfall, Work, same_shape};
 
-/// `want` members of `shape` did not fit; `facts` say why as of `Work::version` `version`.
+/// `want` members of `shape` did not fit; `facts` say why as of the first `seen` of
+/// `Work::changes`, summing `parts` (by node; `None`: the node does not match).
 struct Failed<'g> {
     shape: &'g PodRequest,
     want: usize,
     facts: Box<Shortfall>,
-    version: u64,
+    parts: Vec<Option<Contribution>>,
+    seen: usize,
+}
+
+impl Failed<'_> {
+    /// Brings `facts` up to date with the nodes changed since they were computed.
+    fn update(&mut self, work: &Work<'_>) {
+        let want = u32::try_from(self.want).unwrap_or(u32::MAX);
+        for &i in work.changes.get(self.seen..).unwrap_or_default() {
+            let Some(Some(old)) = self.parts.get(i as usize).copied() else {
+                continue;
+            };
+            let new = work.contribution(i, self.shape, want);
+            let f = &mut self.facts;
+            f.fit_now = f.fit_now.saturating_sub(old.fit).saturating_add(new.fit);
+            f.reserved_nodes_skipped = (f.reserved_nodes_skipped)
+                .saturating_sub(old.reserved as usize)
+                .saturating_add(new.reserved as usize);
+            f.free_gpus = (f.free_gpus)
+                .saturating_sub(u64::from(old.free_gpus))
+                .saturating_add(u64::from(new.free_gpus));
+            f.nodes_with_room = (f.nodes_with_room)
+                .saturating_sub(old.room as usize)
+                .saturating_add(new.room as usize);
+            self.parts[i as usize] = Some(new);
+        }
+        self.seen = work.changes.len();
+    }
 }
 
 /// A preemption search for `want` members of `shape` at `priority` found no victims, after
@@ -49,17 +78,13 @@ impl<'g> Classes<'g> {
         &mut self,
         work: &Work<'_>,
         core: &[&'g PodRequest],
-        holder: Option<u32>,
     ) -> Option<Box<Shortfall>> {
         let first = uniform(core)?;
         let f = self
             .failed
             .iter_mut()
             .find(|f| f.want <= core.len() && same_shape(f.shape, first))?;
-        if f.version != work.version {
-            f.facts = work.shortfall_now(core, holder);
-            f.version = work.version;
-        }
+        f.update(work);
         let mut facts = f.facts.clone();
         // Every node took fewer than `f.want` members, so as many of `core`'s fit as of
         // theirs: only the number asked for differs.
@@ -70,7 +95,7 @@ impl<'g> Classes<'g> {
 
     /// Remembers a placement search's failure when it proves later ones (one shape, short
     /// of room in total rather than unlucky in choice).
-    pub fn failed(&mut self, core: &[&'g PodRequest], facts: &Shortfall, version: u64) {
+    pub fn failed(&mut self, work: &Work<'_>, core: &[&'g PodRequest], facts: &Shortfall) {
         let Some(first) = uniform(core) else { return };
         if facts.fit_now >= facts.pods
             || self
@@ -80,11 +105,27 @@ impl<'g> Classes<'g> {
         {
             return;
         }
+        let want = u32::try_from(core.len()).unwrap_or(u32::MAX);
+        let mut parts = vec![None; work.free.len()];
+        for &i in &work.static_fit(first).nodes {
+            if let Some(p) = parts.get_mut(i as usize) {
+                *p = Some(work.contribution(i, first, want));
+            }
+        }
+        let sum = |f: fn(&Contribution) -> u64| parts.iter().flatten().map(f).sum::<u64>();
+        debug_assert_eq!(sum(|p| p.fit.into()), u64::from(facts.fit_now));
+        debug_assert_eq!(sum(|p| p.free_gpus.into()), facts.free_gpus);
+        debug_assert_eq!(
+            sum(|p| p.reserved.into()),
+            facts.reserved_nodes_skipped as u64
+        );
+        debug_assert_eq!(sum(|p| p.room.into()), facts.nodes_with_room as u64);
         self.failed.push(Failed {
             shape: first,
             want: core.len(),
             facts: Box::new(facts.clone()),
-            version,
+            parts,
+            seen: work.changes.len(),
         });
     }
 

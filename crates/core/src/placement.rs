@@ -67,9 +67,9 @@ pub(crate) struct Work<'c> {
     /// Gang (by planning order) holding a reservation on each node.
     pub reserved_by: Vec<Option<u32>>,
     undo: Vec<(u32, NodeFree)>,
-    /// Bumped whenever `free` or `reserved_by` changes: facts computed at an equal version
-    /// still hold (the equivalence classes reuse them).
-    pub version: u64,
+    /// Every node whose `free` or `reserved_by` changed, in order: facts computed when it was
+    /// shorter need updating only on the nodes since (the equivalence classes keep them).
+    pub changes: Vec<u32>,
 }
 
 impl<'c> Work<'c> {
@@ -79,7 +79,7 @@ impl<'c> Work<'c> {
             free: cluster.free.clone(),
             reserved_by: vec![None; cluster.free.len()],
             undo: Vec::new(),
-            version: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -90,7 +90,7 @@ impl<'c> Work<'c> {
             free,
             reserved_by: self.reserved_by.clone(),
             undo: Vec::new(),
-            version: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -175,25 +175,42 @@ impl<'c> Work<'c> {
         while self.undo.len() > checkpoint {
             if let Some((i, old)) = self.undo.pop() {
                 self.free[i as usize] = old;
-                self.touch();
+                self.touch(i);
             }
         }
     }
 
-    /// Records that `free` or `reserved_by` changed.
-    pub fn touch(&mut self) {
-        self.version = self.version.saturating_add(1);
+    /// Records that node `i`'s `free` or `reserved_by` changed.
+    pub fn touch(&mut self, i: u32) {
+        self.changes.push(i);
     }
 
-    /// Why `shape` (members of one shape, the gang's first) does not fit now, without trying to
-    /// place it: the same facts [`Work::place`] would report.
-    pub fn shortfall_now(&self, shape: &[&PodRequest], holder: Option<u32>) -> Box<Shortfall> {
-        let fit = match shape.first() {
-            Some(first) => self.static_fit(first),
-            None => Arc::new(StaticFit::default()),
+    /// What matching node `i` adds to the facts of a shortfall of `want` members like `first`
+    /// (of a gang holding no reservation), as [`Work::place`] counts them.
+    pub fn contribution(&self, i: u32, first: &PodRequest, want: u32) -> Contribution {
+        let free = &self.free[i as usize];
+        let res = &first.resources;
+        let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
+        let room = u32::from(free_gpus >= res.gpus && res.gpus > 0);
+        if self.reserved_by[i as usize].is_some() {
+            return Contribution {
+                fit: 0,
+                reserved: 1,
+                free_gpus,
+                room,
+            };
+        }
+        let fit = if want == 1 || first.one_per_node {
+            u32::from(free.capacity_for(res) > 0)
+        } else {
+            free.capacity_for(res).min(want)
         };
-        let (_, total, reserved_skipped) = self.candidates(shape, &fit, holder, &[]);
-        self.shortfall(shape, &fit, total, reserved_skipped)
+        Contribution {
+            fit,
+            reserved: 0,
+            free_gpus,
+            room,
+        }
     }
 
     fn place_shape(
@@ -392,7 +409,7 @@ impl<'c> Work<'c> {
         };
         self.undo.push((node, free));
         self.free[i].take(&member.resources, mask);
-        self.touch();
+        self.touch(node);
         out.push(Assignment {
             pod: member.id.clone(),
             node: slot.info.name.clone(),
@@ -439,6 +456,18 @@ impl<'c> Work<'c> {
         }
         Box::new(sf)
     }
+}
+
+/// One node's share of a [`Shortfall`]'s changing facts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Contribution {
+    /// Members it could take now (`fit_now`).
+    pub fit: u32,
+    /// Held for another gang (`reserved_nodes_skipped`).
+    pub reserved: u32,
+    pub free_gpus: u32,
+    /// Has room for one member's GPUs (`nodes_with_room`).
+    pub room: u32,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -178,7 +178,7 @@ impl Cluster {
             let need = gang.min_member.saturating_sub(running) as usize;
             let (core, extra) = members.split_at(need.min(members.len()));
             let known = if config.skip_equivalent {
-                classes.known_shortfall(&work, core, holder)
+                classes.known_shortfall(&work, core)
             } else {
                 None
             };
@@ -205,7 +205,7 @@ impl Cluster {
                 }
                 Err(shortfall) => {
                     if config.skip_equivalent {
-                        classes.failed(core, &shortfall, work.version);
+                        classes.failed(&work, core, &shortfall);
                     }
                     let (reason, mut message) = explain::shortfall(&shortfall);
                     let may_help =
@@ -381,7 +381,7 @@ impl Work<'_> {
             .into_iter()
             .map(|i| {
                 self.reserved_by[i as usize] = Some(holder);
-                self.touch();
+                self.touch(i);
                 self.cluster.nodes[i as usize].info.name.clone()
             })
             .collect()

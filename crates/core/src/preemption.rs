@@ -275,7 +275,7 @@ fn hold(work: &mut Work<'_>, assignments: &[Assignment], _holder: Option<u32>) -
             mask_of(a.gpus.iter().map(|&x| x as usize)),
         );
         work.free[i].gpu_budget = work.free[i].gpu_budget.saturating_sub(a.gpus.len() as u32);
-        work.touch();
+        work.touch(u32::try_from(i).unwrap_or(u32::MAX));
         if !nodes.contains(&a.node) {
             nodes.push(a.node.clone());
         }

@@ -163,7 +163,17 @@ impl Engine {
                 now,
             );
             if !updates.is_empty() {
-                tokio::spawn(queues::write_status(self.client.clone(), updates));
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    let failed = queues::write_status(engine.client.clone(), updates).await;
+                    // Forgotten as written, so the next round writes them again.
+                    if !failed.is_empty() {
+                        let mut st = engine.state.lock().await;
+                        for q in failed {
+                            st.queue_reported.remove(&q);
+                        }
+                    }
+                });
             }
         }
         if self.config.report {

@@ -294,9 +294,14 @@ pub(super) fn status_updates(
     out
 }
 
-/// Writes Queue statuses (the status subresource, a merge patch of every field).
-pub(super) async fn write_status(client: Client, updates: Vec<(String, serde_json::Value)>) {
+/// Writes Queue statuses (the status subresource, a merge patch of every field); returns the
+/// queues whose write failed, so that they are written again at the next round.
+pub(super) async fn write_status(
+    client: Client,
+    updates: Vec<(String, serde_json::Value)>,
+) -> Vec<String> {
     let api: Api<Queue> = Api::all(client);
+    let mut failed = Vec::new();
     for (name, status) in updates {
         let patch = serde_json::json!({ "status": status });
         if let Err(e) = api
@@ -304,6 +309,8 @@ pub(super) async fn write_status(client: Client, updates: Vec<(String, serde_jso
             .await
         {
             tracing::debug!(queue = %name, error = %e, "writing Queue status");
+            failed.push(name);
         }
     }
+    failed
 }

@@ -66,6 +66,14 @@ fn engine_with(pods: Vec<Pod>) -> Arc<Engine> {
 }
 
 fn engine_over(pods: Vec<Pod>, adjust: impl FnOnce(Cache) -> Cache) -> Arc<Engine> {
+    engine_reporting(pods, adjust, false)
+}
+
+fn engine_reporting(
+    pods: Vec<Pod>,
+    adjust: impl FnOnce(Cache) -> Cache,
+    report: bool,
+) -> Arc<Engine> {
     let cache = Cache::from_objects(CacheObjects {
         nodes: vec![node("n1"), node("n2")],
         pods,
@@ -90,7 +98,7 @@ fn engine_over(pods: Vec<Pod>, adjust: impl FnOnce(Cache) -> Cache) -> Arc<Engin
         EngineConfig {
             planner: muster_core::PlannerConfig::default(),
             barrier_timeout: Duration::from_secs(1),
-            report: false,
+            report,
             nominate: false,
         },
         crate::metrics::Metrics::new().unwrap(),
@@ -288,4 +296,33 @@ async fn no_round_before_the_queues_are_listed() {
             .plans
             .contains_key(&GangKey::new("ml", "b2"))
     );
+}
+
+/// A Queue status write that fails (here: no API server) is written again at the next round.
+#[tokio::test]
+async fn a_failed_queue_status_write_is_retried() {
+    let engine = engine_reporting(vec![member("b2", 0, "team-b", None)], |c| c, true);
+    engine.round(None).await;
+    assert!(
+        engine
+            .state
+            .lock()
+            .await
+            .queue_reported
+            .contains_key("team-b")
+    );
+    let started = std::time::Instant::now();
+    while engine
+        .state
+        .lock()
+        .await
+        .queue_reported
+        .contains_key("team-b")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a failed write stays remembered as written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -7,6 +7,7 @@
 //! search's (`tests/equivalence.rs` checks plans with and without the skip are equal) at a
 //! cost of the nodes changed since, not of the cluster.
 
+use crate::explain::{self, WaitReason};
 use crate::model::PodRequest;
 use crate::placement::{Contribution, Shortfall, Work, same_shape};
 
@@ -18,6 +19,9 @@ struct Failed<'g> {
     facts: Box<Shortfall>,
     parts: Vec<Option<Contribution>>,
     seen: usize,
+    /// The last verdict written from `facts` (for how many members), while they hold: long
+    /// queues repeat it many times.
+    said: Option<(u32, WaitReason, String)>,
 }
 
 impl Failed<'_> {
@@ -29,6 +33,10 @@ impl Failed<'_> {
                 continue;
             };
             let new = work.contribution(i, self.shape, want);
+            if new == old {
+                continue;
+            }
+            self.said = None;
             let f = &mut self.facts;
             f.fit_now = f.fit_now.saturating_sub(old.fit).saturating_add(new.fit);
             f.reserved_nodes_skipped = (f.reserved_nodes_skipped)
@@ -73,24 +81,31 @@ fn uniform<'g>(core: &[&'g PodRequest]) -> Option<&'g PodRequest> {
 
 impl<'g> Classes<'g> {
     /// Why `core` cannot fit, when an earlier gang of its shape needing no more members could
-    /// not: the facts a search would report now, without the search.
+    /// not: the verdict a search would give now, without the search.
     pub fn known_shortfall(
         &mut self,
         work: &Work<'_>,
         core: &[&'g PodRequest],
-    ) -> Option<Box<Shortfall>> {
+    ) -> Option<(WaitReason, String)> {
         let first = uniform(core)?;
         let f = self
             .failed
             .iter_mut()
             .find(|f| f.want <= core.len() && same_shape(f.shape, first))?;
         f.update(work);
-        let mut facts = f.facts.clone();
+        self.skipped = self.skipped.saturating_add(1);
+        let pods = u32::try_from(core.len()).unwrap_or(u32::MAX);
+        if let Some((n, reason, message)) = &f.said
+            && *n == pods
+        {
+            return Some((*reason, message.clone()));
+        }
         // Every node took fewer than `f.want` members, so as many of `core`'s fit as of
         // theirs: only the number asked for differs.
-        facts.pods = u32::try_from(core.len()).unwrap_or(u32::MAX);
-        self.skipped = self.skipped.saturating_add(1);
-        Some(facts)
+        f.facts.pods = pods;
+        let (reason, message) = explain::shortfall(&f.facts);
+        f.said = Some((pods, reason, message.clone()));
+        Some((reason, message))
     }
 
     /// Remembers a placement search's failure when it proves later ones (one shape, short
@@ -126,6 +141,7 @@ impl<'g> Classes<'g> {
             facts: Box::new(facts.clone()),
             parts,
             seen: work.changes.len(),
+            said: None,
         });
     }
 

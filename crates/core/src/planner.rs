@@ -183,8 +183,16 @@ impl Cluster {
                 None
             };
             let placed = match known {
-                Some(facts) => Err(facts),
-                None => work.place(core, holder),
+                Some(said) => Err(said),
+                None => match work.place(core, holder) {
+                    Ok(a) => Ok(a),
+                    Err(shortfall) => {
+                        if config.skip_equivalent {
+                            classes.failed(&work, core, &shortfall);
+                        }
+                        Err(explain::shortfall(&shortfall))
+                    }
+                },
             };
             match placed {
                 Ok(mut assignments) => {
@@ -203,11 +211,7 @@ impl Cluster {
                         });
                     }
                 }
-                Err(shortfall) => {
-                    if config.skip_equivalent {
-                        classes.failed(&work, core, &shortfall);
-                    }
-                    let (reason, mut message) = explain::shortfall(&shortfall);
+                Err((reason, mut message)) => {
                     let may_help =
                         any_terminating || lowest_victim.is_some_and(|p| p < gang.priority);
                     if !reason.unresolvable() && config.preemption && may_help {

@@ -148,10 +148,14 @@ impl Scene {
 /// Plans `objects` (the scene's, or a what-if's changed copy) with the scene's queues, by
 /// the core call the scheduler makes.
 pub fn analyse_objects(scene: &Scene, objects: CacheObjects) -> Analysis {
-    let cache = Cache::from_objects(objects);
+    // The scheduler's snapshot resolves each gang's queue (group, pod label, namespace).
+    let cache = Cache::from_objects(objects).with_queue_objects(
+        scene.queues.clone(),
+        scene.volcano_queues.clone(),
+        scene.namespaces.clone(),
+    );
     let now = u64::try_from(scene.now).unwrap_or(0);
-    let mut snapshot = snapshot::build(&cache, &Default::default(), now);
-    crate::queues::assign(scene, &mut snapshot);
+    let snapshot = snapshot::build(&cache, &Default::default(), now);
     let queues = crate::queues::build(scene);
     let plan = snapshot.cluster.plan_with_queues(
         &snapshot.pending,

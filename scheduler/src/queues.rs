@@ -16,7 +16,11 @@
 
 use muster_core::queues::Resource;
 use muster_core::{QueueSpec, QueueTree, QuotaSpec};
-use muster_crds::queue_spec::{DEFAULT_QUEUE, QueueDefinition, QueueDialect, QueueResource};
+use muster_crds::Queue;
+use muster_crds::compat::volcano;
+use muster_crds::queue_spec::{
+    DEFAULT_QUEUE, QueueDefinition, QueueDialect, QueueResource, from_muster, from_volcano,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The tree a round plans with, and what kept some queue objects out of it or in it only in
@@ -34,6 +38,47 @@ impl QueueBuild {
             .or_default()
             .push(text);
     }
+}
+
+/// Reads the queue objects and builds the tree: an object that does not convert is left out
+/// with its problem (its gangs then wait on an unknown queue); fields naming resources queues
+/// do not account are noted. The scheduler's rounds and `kubectl muster` both call this, so
+/// they say the same.
+pub fn from_objects<'a>(
+    muster: impl IntoIterator<Item = &'a Queue>,
+    volcano: impl IntoIterator<Item = &'a volcano::Queue>,
+) -> QueueBuild {
+    let mut defs = Vec::new();
+    let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut keep = |name: Option<&String>, dialect: &str, read: Result<QueueDefinition, _>| {
+        let read: Result<QueueDefinition, muster_crds::queue_spec::QueueError> = read;
+        match read {
+            Ok(d) => {
+                if !d.ignored.is_empty() {
+                    notes
+                        .entry(d.name.clone())
+                        .or_default()
+                        .push(format!("not accounted: {}", d.ignored.join(", ")));
+                }
+                defs.push(d);
+            }
+            Err(e) => notes
+                .entry(name.cloned().unwrap_or_else(|| "?".into()))
+                .or_default()
+                .push(format!("queue not used: {dialect}{e}")),
+        }
+    };
+    for q in muster {
+        keep(q.metadata.name.as_ref(), "", from_muster(q));
+    }
+    for q in volcano {
+        keep(q.metadata.name.as_ref(), "Volcano Queue: ", from_volcano(q));
+    }
+    let mut out = build(&defs);
+    for (name, mut problems) in notes {
+        out.problems.entry(name).or_default().append(&mut problems);
+    }
+    out
 }
 
 /// Builds the tree. Muster's objects win over Volcano's of the same name. No objects: the empty

@@ -11,39 +11,17 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use muster_core::{QueueStatus, queues::QueueAmounts};
 use muster_crds::Queue;
-use muster_crds::queue_spec::{from_muster, from_volcano};
 use prometheus::core::Collector;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// The tree to plan with, from every Queue object in the cache. An object that does not
-/// convert is left out with its problem (its gangs then wait on an unknown queue).
+/// The tree to plan with, from every Queue object in the cache.
 pub(crate) fn from_cache(cache: &Cache) -> QueueBuild {
-    let mut defs = Vec::new();
-    let mut unreadable: Vec<(String, String)> = Vec::new();
-    for q in cache.queues.state() {
-        match from_muster(&q) {
-            Ok(d) => defs.push(d),
-            Err(e) => unreadable.push((q.metadata.name.clone().unwrap_or_default(), e.to_string())),
-        }
-    }
-    for q in cache.volcano_queues.state() {
-        match from_volcano(&q) {
-            Ok(d) => defs.push(d),
-            Err(e) => unreadable.push((
-                q.metadata.name.clone().unwrap_or_default(),
-                format!("Volcano Queue: {e}"),
-            )),
-        }
-    }
-    let mut build = queues::build(&defs);
-    for (name, problem) in unreadable {
-        build
-            .problems
-            .entry(name)
-            .or_default()
-            .push(format!("queue not used: {problem}"));
-    }
-    build
+    let muster = cache.queues.state();
+    let volcano = cache.volcano_queues.state();
+    queues::from_objects(
+        muster.iter().map(|q| q.as_ref()),
+        volcano.iter().map(|q| q.as_ref()),
+    )
 }
 
 /// Logs what changed in the queues' problems since the last round (not every round: the

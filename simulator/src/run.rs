@@ -238,6 +238,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         },
         window: args.plan_window,
         queues: trees,
+        keep_hopeless: false,
     };
     let slowdown = SlowdownModel::default();
     let last_arrival = w.jobs.last().map_or(0, |j| j.arrival);

@@ -193,3 +193,53 @@ fn muster_plans_the_whole_queue_by_default() {
         "planned behind the queue's first 256 gangs"
     );
 }
+
+/// Leaving out the gangs that cannot matter to a cycle's plan (too big for the free GPUs, no
+/// preemption, no reservation to take) changes no job's fate, on a queue long enough that
+/// most gangs are such and reservations are taken.
+#[test]
+fn leaving_hopeless_gangs_out_changes_nothing() {
+    let topo = Topo::new("dgx-a100", 4, None).unwrap();
+    let sizes = [1, 2, 4, 8, 16, 3, 1, 12];
+    let jobs: Vec<Job> = (0..400)
+        .map(|i| Job {
+            priority: if i % 17 == 0 { 100 } else { 0 },
+            ..job(
+                i,
+                i as u64 * 40,
+                1_500 + (i as u64 * 7919) % 9_000,
+                sizes[i % 8],
+            )
+        })
+        .collect();
+    let outcome = |keep_hopeless: bool| {
+        let config = MusterConfig {
+            keep_hopeless,
+            ..MusterConfig::default()
+        };
+        let mut p = policies::by_name("muster", &config).unwrap();
+        let limits = RunLimits {
+            time_bound: 10_000_000,
+            checkpoint_secs: 0,
+            metrics_until: jobs.last().unwrap().arrival,
+        };
+        let out = engine::run(
+            p.as_mut(),
+            &topo,
+            &jobs,
+            &SlowdownModel::default(),
+            &limits,
+            || {},
+        )
+        .unwrap();
+        let fates: Vec<_> = out
+            .jobs
+            .iter()
+            .map(|j| (j.job, j.first_start, j.end, j.evictions))
+            .collect();
+        (fates, out.report.preemptions)
+    };
+    let (pruned, preemptions) = outcome(false);
+    assert!(preemptions > 0, "the workload exercises preemption");
+    assert_eq!(pruned, outcome(true).0);
+}

@@ -2,6 +2,7 @@
 
 pub mod fifo;
 pub mod greedy;
+mod hopeless;
 pub mod muster;
 
 use crate::engine::{Sim, SimError};

@@ -3,7 +3,7 @@
 //! tree (`muster-queues`, `muster-hard-quota`) it plans with `plan_with_queues`: guarantees,
 //! fair share, limits, and reclaim of borrowed GPUs.
 
-use super::Policy;
+use super::{Policy, hopeless};
 use crate::engine::{QueueKey, Sim, SimError};
 use muster_core::{Assignment, GangKey, PlannerConfig, QueueTree};
 use std::collections::{BTreeSet, HashMap};
@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
 pub struct MusterConfig {
+    /// Hand the core also the gangs that cannot matter to this cycle's plan (`hopeless`),
+    /// only to check that leaving them out changes nothing.
+    pub keep_hopeless: bool,
     pub planner: PlannerConfig,
     /// Gangs from the head of the queue handed to each planning cycle; `None`: the whole
     /// queue (the core skips gangs equivalent to one that did not fit, so a long queue costs
@@ -32,6 +35,8 @@ pub struct Muster {
     name: &'static str,
     config: MusterConfig,
     tree: Option<Arc<QueueTree>>,
+    /// The workload's lowest priority: gangs above it may preempt.
+    lowest: Option<i32>,
 }
 
 impl Muster {
@@ -41,6 +46,7 @@ impl Muster {
             name: "muster",
             config,
             tree: None,
+            lowest: None,
         }
     }
 
@@ -50,6 +56,7 @@ impl Muster {
             name,
             config,
             tree: Some(tree),
+            lowest: None,
         }
     }
 
@@ -133,13 +140,35 @@ impl Muster {
         {
             return Ok(false);
         }
-        let head = self.head(sim);
-        let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
-        let plan = match &self.tree {
-            Some(tree) => sim
-                .cluster
-                .plan_with_queues(&gangs, sim.now, &self.config.planner, tree),
-            None => sim.cluster.plan(&gangs, sim.now, &self.config.planner),
+        let mut head = self.head(sim);
+        let planner = &self.config.planner;
+        let (gangs, plan) = match &self.tree {
+            Some(tree) => {
+                let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
+                let plan = sim.cluster.plan_with_queues(&gangs, sim.now, planner, tree);
+                (gangs, plan)
+            }
+            None if self.config.keep_hopeless => {
+                let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
+                let plan = sim.cluster.plan(&gangs, sim.now, planner);
+                (gangs, plan)
+            }
+            None => {
+                let lowest = *self
+                    .lowest
+                    .get_or_insert_with(|| sim.jobs.iter().map(|j| j.priority).min().unwrap_or(0));
+                let pruned = hopeless::prune(sim, &head, planner, lowest);
+                let gangs: Vec<_> = pruned.jobs.iter().map(|&j| sim.gang(j)).collect();
+                let plan = sim.cluster.plan(&gangs, sim.now, planner);
+                if pruned.exact(sim, &plan, planner) {
+                    head = pruned.jobs;
+                    (gangs, plan)
+                } else {
+                    let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
+                    let plan = sim.cluster.plan(&gangs, sim.now, planner);
+                    (gangs, plan)
+                }
+            }
         };
         let by_key: HashMap<&GangKey, usize> = gangs
             .iter()

@@ -65,6 +65,10 @@ impl Muster {
     /// reclaim) instead of waiting beyond the window.
     fn head(&self, sim: &Sim<'_>) -> Vec<usize> {
         let window = self.config.window.unwrap_or(usize::MAX).max(1);
+        if self.tree.is_none() {
+            // Already in planning order: no merge needed.
+            return sim.queue.iter().take(window).map(|k| k.2).collect();
+        }
         let mut keys: BTreeSet<QueueKey> = sim.queue.iter().take(window).copied().collect();
         if self.tree.is_some()
             && let Some(t) = &sim.queues

@@ -62,10 +62,9 @@ pub struct Args {
     /// virtual clusters not listed go to a `default` queue.
     #[arg(long, value_name = "PATH")]
     pub queue_file: Option<PathBuf>,
-    /// muster: plan only this many gangs from the head of the queue per cycle [default: the
-    /// whole queue].
-    #[arg(long, value_name = "K")]
-    pub plan_window: Option<usize>,
+    /// muster: gangs from the head of the queue planned per cycle; 0: the whole queue.
+    #[arg(long, value_name = "K", default_value_t = 256)]
+    pub plan_window: usize,
     /// muster: seconds a blocked gang waits before it reserves nodes.
     #[arg(long, default_value_t = 1800)]
     pub reserve_after: u64,

@@ -236,7 +236,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
             preemption: !args.no_preemption,
             ..PlannerConfig::default()
         },
-        window: args.plan_window,
+        window: (args.plan_window > 0).then_some(args.plan_window),
         queues: trees,
         keep_hopeless: false,
     };

@@ -176,22 +176,39 @@ fn bad_options_are_rejected_with_a_reason() {
     assert!(err(&["--window", "1d..2d"]).contains("--trace"));
 }
 
-/// With the core's equivalence classes a round costs little more over the whole queue, so
-/// muster plans all of it by default: a small job behind 300 blocked gangs backfills at once.
+/// `--plan-window 0` plans the whole queue: a small job behind 300 blocked gangs backfills at
+/// once; by default (256) it waits until the gangs ahead of it drain.
 #[test]
-fn muster_plans_the_whole_queue_by_default() {
-    assert_eq!(muster_sim::cli::Args::default().plan_window, None);
+fn plan_window_0_plans_the_whole_queue() {
+    assert_eq!(muster_sim::cli::Args::default().plan_window, 256);
     let topo = Topo::new("dgx-a100", 1, None).unwrap();
     let mut jobs = vec![job(0, 0, 10_000, 4)];
     jobs.extend((1..=300).map(|i| job(i, 1, 100, 8)));
     jobs.push(job(301, 2, 100, 1));
-    let out = simulate("muster", &topo, &jobs);
-    let small = out.jobs.iter().find(|j| j.job == 301).unwrap();
-    assert_eq!(
-        small.first_start,
-        Some(2),
-        "planned behind the queue's first 256 gangs"
-    );
+    let start = |window: Option<usize>| {
+        let config = MusterConfig {
+            window,
+            ..MusterConfig::default()
+        };
+        let mut p = policies::by_name("muster", &config).unwrap();
+        let limits = RunLimits {
+            time_bound: 1_000_000,
+            checkpoint_secs: 0,
+            metrics_until: 2,
+        };
+        let out = engine::run(
+            p.as_mut(),
+            &topo,
+            &jobs,
+            &SlowdownModel::default(),
+            &limits,
+            || {},
+        )
+        .unwrap();
+        out.jobs.iter().find(|j| j.job == 301).unwrap().first_start
+    };
+    assert_eq!(start(None), Some(2));
+    assert!(start(Some(256)) > Some(2));
 }
 
 /// Leaving out the gangs that cannot matter to a cycle's plan (too big for the free GPUs, no

@@ -240,9 +240,12 @@ impl<'c> Work<'c> {
                 break;
             }
             if remaining == 1 {
-                // One member: the best-ranked node, no sorting.
+                // One member: the best-ranked node, no sorting. Rank leads with leftover
+                // GPUs, so only the nodes with the fewest left need the GPU-set quality.
+                let least = group.iter().map(|c| self.leftover(c.node, &res)).min();
                 let best = group
                     .iter()
+                    .filter(|c| res.gpus == 0 || Some(self.leftover(c.node, &res)) == least)
                     .min_by_key(|c| (self.rank(c.node, 1, &res), c.node));
                 let (Some(best), Some(member)) = (best, members.next()) else {
                     continue;
@@ -398,6 +401,14 @@ impl<'c> Work<'c> {
             free.cpu_millis
                 .saturating_sub(u64::from(pods) * res.cpu_millis),
         )
+    }
+
+    /// GPUs left on `node` after one member of `res`: [`Work::rank`]'s first key for it.
+    fn leftover(&self, node: u32, res: &Resources) -> u32 {
+        let free = &self.free[node as usize];
+        free.gpu_budget
+            .min(free.gpus.count_ones())
+            .saturating_sub(res.gpus)
     }
 
     fn assign(&mut self, node: u32, member: &PodRequest, out: &mut Vec<Assignment>) -> bool {

@@ -386,3 +386,30 @@ fn gpus_of_gangs_in_no_queue_are_not_shared_out() {
     let share = status(&p, "a").fair_share.gpus + status(&p, "b").fair_share.gpus;
     assert_eq!(share, 8, "{:?}", p.queues);
 }
+
+#[test]
+fn the_fair_share_note_only_where_the_room_taken_would_have_fitted() {
+    // One node, 3 GPUs free; team-b holds 5. team-a (further below its share) places 2 first.
+    // z (2 GPUs) would have fitted in what team-a took: it waits for fair share. y (8 GPUs)
+    // would never have fitted: its reason is capacity alone.
+    let mut c = cluster(1);
+    run_gpus(&mut c, "b-run", "team-b", 0, 0, 5);
+    let tree = QueueTree::new(&[gpus("team-a", 0, None), gpus("team-b", 0, None)]).unwrap();
+    let mut x = Gang::uniform("ns", "x", 1, 2, 0, 0);
+    x.queue = "team-a".into();
+    let mut y = Gang::uniform("ns", "y", 2, 4, 0, 1);
+    y.queue = "team-b".into();
+    let mut z = Gang::uniform("ns", "z", 1, 2, 0, 2);
+    z.queue = "team-b".into();
+    let p = plan(&c, &[x, y, z], &tree);
+    assert_eq!(p.placements.len(), 1, "{:?}", p.waiting);
+    let w = |n: &str| p.waiting_for(&GangKey::new("ns", n)).unwrap().clone();
+    assert_eq!(
+        w("z").queue,
+        Some(QueueWait::FairShare),
+        "{}",
+        w("z").message
+    );
+    assert_eq!(w("y").queue, None, "{}", w("y").message);
+    assert!(!w("y").message.contains("fair share"), "{}", w("y").message);
+}

@@ -73,6 +73,7 @@ struct Round<'c, 'g> {
     /// Per leaf, uniform gang shapes (a member, how many) reclaim could not make room for this
     /// round, with the note it gave: bigger or equal gangs of that shape skip the search.
     reclaim_failed: Vec<Vec<(PodRequest, usize, Option<String>)>>,
+    free_gpus_at_start: u64,
 }
 
 impl<'c, 'g> Round<'c, 'g> {
@@ -180,6 +181,7 @@ impl<'c, 'g> Round<'c, 'g> {
             lowest_preemptible,
             protected_borrowers,
             reclaim_failed: vec![Vec::new(); n],
+            free_gpus_at_start: cluster.free_gpu_total(),
         }
     }
 
@@ -376,8 +378,11 @@ impl<'c, 'g> Round<'c, 'g> {
                 }
             }
         }
+        // Fair share is the reason only if the gang could have had the room that queues ahead
+        // took: no more GPUs than were free when the round began.
         if matches!(reason, WaitReason::Capacity | WaitReason::Fragmentation)
             && queue_wait.is_none()
+            && e.need[0] <= self.free_gpus_at_start
             && let Some(note) = self.fair_share_note(leaf, ratio)
         {
             message = format!("{note}; {message}");

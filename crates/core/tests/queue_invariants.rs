@@ -255,6 +255,29 @@ proptest! {
     }
 
     #[test]
+    fn equivalence_classes_change_no_queue_plan(s in scene(), now in 0u64..4000) {
+        let (c, mut gangs) = build(&s);
+        // Repeat shapes, so that later gangs are equivalent to earlier ones.
+        let more: Vec<Gang> = gangs.iter().map(|g| {
+            let mut twin = g.clone();
+            twin.key = GangKey::new("twin", g.key.name.clone());
+            for m in &mut twin.pending {
+                m.id = PodId(format!("twin-{}", m.id.0));
+            }
+            twin.created_at = g.created_at.saturating_add(50);
+            twin
+        }).collect();
+        gangs.extend(more);
+        let t = tree(&s, (s.nodes * 8) as u32);
+        let on = PlannerConfig::default();
+        let off = PlannerConfig { skip_equivalent: false, ..PlannerConfig::default() };
+        prop_assert_eq!(
+            c.plan_with_queues(&gangs, now, &on, &t),
+            c.plan_with_queues(&gangs, now, &off, &t)
+        );
+    }
+
+    #[test]
     fn an_empty_tree_plans_like_plan(s in scene()) {
         let (c, gangs) = build(&s);
         let cfg = PlannerConfig::default();

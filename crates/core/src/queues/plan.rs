@@ -74,6 +74,8 @@ struct Round<'c, 'g> {
     /// round, with the note it gave: bigger or equal gangs of that shape skip the search.
     reclaim_failed: Vec<Vec<(PodRequest, usize, Option<String>)>>,
     free_gpus_at_start: u64,
+    /// Gang shapes that could not fit this round (see [`crate::equivalence`]).
+    classes: crate::equivalence::Classes<'g>,
 }
 
 impl<'c, 'g> Round<'c, 'g> {
@@ -182,6 +184,7 @@ impl<'c, 'g> Round<'c, 'g> {
             protected_borrowers,
             reclaim_failed: vec![Vec::new(); n],
             free_gpus_at_start: cluster.free_gpu_total(),
+            classes: Default::default(),
         }
     }
 
@@ -241,7 +244,7 @@ impl<'c, 'g> Round<'c, 'g> {
         self.plan
     }
 
-    fn step(&mut self, e: &Entry<'_>, leaf: usize, holder: Option<u32>, ratio: u64, now: u64) {
+    fn step(&mut self, e: &Entry<'g>, leaf: usize, holder: Option<u32>, ratio: u64, now: u64) {
         let gang = e.gang;
         let have = e
             .running
@@ -275,7 +278,21 @@ impl<'c, 'g> Round<'c, 'g> {
             ));
             return;
         }
-        match self.work.place(&e.core, holder) {
+        let known = if self.config.skip_equivalent {
+            self.classes.known_shortfall(&self.work, &e.core)
+        } else {
+            None
+        };
+        let placed = match known {
+            Some(said) => Err(said),
+            None => self.work.place(&e.core, holder).map_err(|shortfall| {
+                if self.config.skip_equivalent {
+                    self.classes.failed(&self.work, &e.core, &shortfall);
+                }
+                explain::shortfall(&shortfall)
+            }),
+        };
+        match placed {
             Ok(mut assignments) => {
                 let required = assignments.len();
                 let mut took = e.need;
@@ -303,7 +320,7 @@ impl<'c, 'g> Round<'c, 'g> {
                     });
                 }
             }
-            Err(shortfall) => self.blocked(e, leaf, holder, ratio, now, &shortfall),
+            Err(said) => self.blocked(e, leaf, holder, ratio, now, said),
         }
     }
 
@@ -314,10 +331,9 @@ impl<'c, 'g> Round<'c, 'g> {
         holder: Option<u32>,
         ratio: u64,
         now: u64,
-        shortfall: &crate::placement::Shortfall,
+        (reason, mut message): (WaitReason, String),
     ) {
         let gang = e.gang;
-        let (reason, mut message) = explain::shortfall(shortfall);
         let mut queue_wait = None;
         if !reason.unresolvable() && self.config.preemption {
             if reclaim::within_guarantee(self.tree, &self.usage, leaf, e.need)

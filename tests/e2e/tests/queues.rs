@@ -41,6 +41,28 @@ async fn muster_queue(client: &Client, name: &str, spec: Value) {
         .expect("create Queue");
 }
 
+/// Waits until the extender's rounds plan with these queues (their series are exported). A
+/// Queue and a pod created right after it reach the extender through separate watches, so a
+/// pod may be planned before its queue is seen: like users, tests create queues first and
+/// submit work once the scheduler shows them.
+async fn planned_with(ext: &Extender, queues: &[&str]) {
+    poll("the extender planning with the queues", || async move {
+        let (_, body) = http(ext.metrics_port, "GET", "/metrics", "")
+            .await
+            .map_err(|e| e.to_string())?;
+        let missing: Vec<&&str> = queues
+            .iter()
+            .filter(|q| !body.contains(&format!("muster_queue_running_gangs{{queue=\"{q}\"}}")))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not yet planned with {missing:?}"))
+        }
+    })
+    .await;
+}
+
 /// A gang of `n` whole-node members (8 GPUs each) in `queue`, by the pod label.
 fn labelled_gang(prefix: &str, n: u32, queue: &str) -> Vec<Pod> {
     let min = n.to_string();
@@ -167,6 +189,7 @@ async fn a_queue_below_its_guarantee_reclaims_whole_gangs_from_a_borrower() {
     for q in ["team-a", "team-b"] {
         muster_queue(client, q, json!({"gpu": {"guaranteed": 32}})).await;
     }
+    planned_with(&ext, &["team-a", "team-b"]).await;
     reclaim_scenario(client, &ext, |g, q| labelled_gang(g, 2, q)).await;
 
     // The Queue status shows what was reclaimed: B holds its 16, A no longer borrows it all.
@@ -203,6 +226,7 @@ async fn a_parents_limit_holds_over_its_childrens_gangs() {
     for q in ["child-1", "child-2"] {
         muster_queue(client, q, json!({"parent": "org"})).await;
     }
+    planned_with(ext, &["org", "child-1", "child-2"]).await;
     let groups: &Api<muster_crds::PodGroup> = &Api::namespaced(client.clone(), NS);
     let mut pods = Vec::new();
     for (g, q) in [("g1", "child-1"), ("g2", "child-2"), ("g3", "child-1")] {

@@ -97,20 +97,15 @@ pub(super) fn record_metrics(metrics: &Metrics, statuses: &[QueueStatus]) {
     }
     sync_gauges(&q.share, &share);
     for (vec, want) in [&q.pending_gangs, &q.running_gangs].into_iter().zip(&gangs) {
-        for labels in current_labels(&vec.collect()) {
-            if !want.contains_key(&labels) {
-                let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-                let _ = vec.remove_label_values(&refs);
-            }
-        }
-        for (labels, v) in want {
-            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            vec.with_label_values(&refs).set(*v);
-        }
+        sync_gauges(vec, want);
     }
 }
 
-fn sync_gauges(vec: &prometheus::GaugeVec, want: &HashMap<Vec<String>, f64>) {
+/// Sets a gauge vector to exactly these series: others are removed.
+fn sync_gauges<P: prometheus::core::Atomic>(
+    vec: &prometheus::core::GenericGaugeVec<P>,
+    want: &HashMap<Vec<String>, P::T>,
+) {
     for labels in current_labels(&vec.collect()) {
         if !want.contains_key(&labels) {
             let refs: Vec<&str> = labels.iter().map(String::as_str).collect();

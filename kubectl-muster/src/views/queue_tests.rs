@@ -83,7 +83,12 @@ fn top_queues_without_queue_objects() {
     );
 }
 
-fn explained(s: &Scene, target: &str, ns: &str) -> (String, super::explain::Explanation) {
+/// The explanation of `target` in `s`, as text (no colour, times masked) and as data.
+pub(super) fn explained_in(
+    s: &Scene,
+    target: &str,
+    ns: &str,
+) -> (String, super::explain::Explanation) {
     let a = s.analyse();
     let t = parse_target(target).unwrap();
     let (key, pod) = resolve(s, ns, &t).unwrap();
@@ -95,13 +100,13 @@ fn explained(s: &Scene, target: &str, ns: &str) -> (String, super::explain::Expl
     (explain_text::text(&e, &style), e)
 }
 
-fn kinds(e: &super::explain::Explanation) -> Vec<&str> {
+pub(super) fn kinds(e: &super::explain::Explanation) -> Vec<&str> {
     e.blockers.iter().map(|b| b.kind.as_str()).collect()
 }
 
 #[test]
 fn explain_shows_the_queue_and_a_reclaim() {
-    let (text, e) = explained(&queued_scene(), "podgroup/big-c", "ml");
+    let (text, e) = explained_in(&queued_scene(), "podgroup/big-c", "ml");
     snapshot("unit_explain_queue_reclaim", &text);
     assert!(
         text.contains("Queue:         nlp   0/8 GPUs allocated, guaranteed 4, limit 8, share 0.0"),
@@ -128,7 +133,7 @@ fn explain_reclaim_refused() {
             g.reclaimable = Some(false);
         }
     }
-    let (text, e) = explained(&s, "podgroup/big-c", "ml");
+    let (text, e) = explained_in(&s, "podgroup/big-c", "ml");
     snapshot("unit_explain_queue_reclaim_refused", &text);
     assert_eq!(kinds(&e), ["queue-reclaim"], "{text}");
     assert!(e.verdict.starts_with("waiting (queue-reclaim)"), "{text}");
@@ -138,7 +143,7 @@ fn explain_reclaim_refused() {
 fn explain_at_limit_of_an_ancestor() {
     let mut s = queued_scene();
     s.pods.push(pending_gang("ml", "wide-v", 8, "vision"));
-    let (text, e) = explained(&s, "wide-v", "ml");
+    let (text, e) = explained_in(&s, "wide-v", "ml");
     snapshot("unit_explain_queue_limit", &text);
     assert_eq!(kinds(&e), ["queue-limit"], "{text}");
     assert!(
@@ -154,17 +159,17 @@ fn explain_closed_and_invalid_queues() {
     s.pods.push(pending_gang("ml", "shut", 1, "volc"));
     s.pods.push(pending_gang("ml", "inner", 1, "research"));
     s.pods.push(pending_gang("ml", "lost", 1, "nope"));
-    let (text, e) = explained(&s, "shut", "ml");
+    let (text, e) = explained_in(&s, "shut", "ml");
     snapshot("unit_explain_queue_closed", &text);
     assert_eq!(kinds(&e), ["queue-closed"], "{text}");
     assert!(e.verdict.contains("queue volc is closed"), "{text}");
-    let (text, e) = explained(&s, "inner", "ml");
+    let (text, e) = explained_in(&s, "inner", "ml");
     assert_eq!(kinds(&e), ["invalid-queue"], "{text}");
     assert!(
         e.unblock[0].contains("default, nlp, team-b, vision, volc"),
         "{text}"
     );
-    let (text, e) = explained(&s, "lost", "ml");
+    let (text, e) = explained_in(&s, "lost", "ml");
     snapshot("unit_explain_queue_invalid", &text);
     assert_eq!(kinds(&e), ["invalid-queue"], "{text}");
     assert!(
@@ -182,7 +187,7 @@ fn explain_waiting_for_fair_share() {
         .retain(|p| p.metadata.name.as_deref() != Some("big-c-0"));
     s.pods.push(pending_gang("team-q", "tiny", 2, "default"));
     s.pods.push(pending_gang("ml", "solo", 2, "team-b"));
-    let (text, e) = explained(&s, "solo", "ml");
+    let (text, e) = explained_in(&s, "solo", "ml");
     snapshot("unit_explain_queue_fair_share", &text);
     assert_eq!(kinds(&e), ["fair-share"], "{text}");
     assert!(
@@ -256,7 +261,7 @@ fn top_queues_wide_and_unreadable_objects() {
 /// has" would be wrong when other queues hold them.
 #[test]
 fn explain_capacity_with_queues_names_the_queue_boundary() {
-    let (text, e) = explained(&queued_scene(), "batch-b", "ml");
+    let (text, e) = explained_in(&queued_scene(), "batch-b", "ml");
     assert_eq!(kinds(&e), ["capacity"], "{text}");
     assert!(
         e.unblock
@@ -294,21 +299,21 @@ fn top_queues_lists_gangs_in_no_queue() {
 
 #[test]
 fn explain_as_data_carries_the_queue() {
-    let (_, e) = explained(&queued_scene(), "podgroup/big-c", "ml");
+    let (_, e) = explained_in(&queued_scene(), "podgroup/big-c", "ml");
     let d = explain_text::data(&e);
     assert_eq!(d["queue"]["name"], "nlp");
     assert_eq!(d["queue"]["limitGpus"], 8);
     assert_eq!(d["queue"]["guaranteedGpus"], 4);
     assert_eq!(d["blockers"][0]["kind"], "queue-reclaim");
     // Without queues there is no queue object in the data.
-    let (_, e) = explained(&scene(), "podgroup/big-c", "ml");
+    let (_, e) = explained_in(&scene(), "podgroup/big-c", "ml");
     assert!(explain_text::data(&e)["queue"].is_null());
 }
 
 /// A running borrower that a reclaim evicts is told so, not "nothing blocks it".
 #[test]
 fn explain_a_gang_being_reclaimed() {
-    let (text, e) = explained(&queued_scene(), "urgent", "ml");
+    let (text, e) = explained_in(&queued_scene(), "urgent", "ml");
     assert!(
         e.verdict
             .contains("being evicted: ml/big-c reclaims what queue team-b borrows"),

@@ -1,7 +1,7 @@
 //! Renderers on a hand-built scene (no cluster): snapshot files plus the facts that matter.
 
-use super::explain::{Target, explain, parse_target, resolve};
-use super::{explain_text, gpus, jobs, nodes, topo};
+use super::explain::{Target, parse_target, resolve};
+use super::{gpus, jobs, nodes, topo};
 use crate::render::Style;
 use crate::testing::{scene, snapshot};
 
@@ -85,21 +85,10 @@ fn topo_matrix() {
     assert!(topo::render(&s, &a, "nope").is_err());
 }
 
-fn explained(target: &str, ns: &str) -> (String, super::explain::Explanation) {
-    let s = scene();
-    let a = s.analyse();
-    let t = parse_target(target).unwrap();
-    let (key, pod) = resolve(&s, ns, &t).unwrap();
-    let e = explain(&s, &a, &key, pod, &[]);
-    let style = Style {
-        color: false,
-        mask_times: true,
-    };
-    (explain_text::text(&e, &style), e)
-}
+use super::queue_tests::{explained_in, kinds};
 
-fn kinds(e: &super::explain::Explanation) -> Vec<&str> {
-    e.blockers.iter().map(|b| b.kind.as_str()).collect()
+fn explained(target: &str, ns: &str) -> (String, super::explain::Explanation) {
+    explained_in(&scene(), target, ns)
 }
 
 #[test]

@@ -137,7 +137,7 @@ pub(crate) fn search_with(
         }
     }
     if terminating && let Ok(assignments) = work.fork(base.clone()).place(members, holder) {
-        return Outcome::AwaitVictims(hold(work, &assignments, holder));
+        return Outcome::AwaitVictims(hold(work, &assignments));
     }
 
     let mut candidates: Vec<(&GangKey, &RunningGang)> = cluster
@@ -233,7 +233,7 @@ pub(crate) fn search_with(
     if let Some(note) = (policy.refuse)(&victims) {
         return Outcome::NotAllowed(Some(note));
     }
-    hold(work, &assignments, holder);
+    hold(work, &assignments);
     Outcome::Preempt(Preemption {
         gang: gang.key.clone(),
         message: (policy.message)(&victims),
@@ -264,7 +264,7 @@ fn release(work: &Work<'_>, free: &mut [NodeFree], g: &RunningGang) {
 /// Keeps the preemptor's future spot from the rest of this cycle's gangs: exactly its GPUs,
 /// not the whole node, so that a later gang may still evict other victims on the same node
 /// (the GPUs it frees are disjoint from these) or use what is really free there.
-fn hold(work: &mut Work<'_>, assignments: &[Assignment], _holder: Option<u32>) -> Vec<String> {
+fn hold(work: &mut Work<'_>, assignments: &[Assignment]) -> Vec<String> {
     let mut nodes: Vec<String> = Vec::new();
     for a in assignments {
         let Some(i) = work.cluster.index_of(&a.node) else {

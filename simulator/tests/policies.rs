@@ -24,18 +24,29 @@ fn simulate(policy: &str, topo: &Topo, jobs: &[Job]) -> engine::RunOutput {
 }
 
 fn simulate_with(policy: &str, topo: &Topo, jobs: &[Job], checkpoint: u64) -> engine::RunOutput {
-    let mut p = policies::by_name(policy, &MusterConfig::default()).unwrap();
     let limits = RunLimits {
         time_bound: 1_000_000,
         checkpoint_secs: checkpoint,
         metrics_until: jobs.last().unwrap().arrival.max(1),
     };
+    run_policy(policy, &MusterConfig::default(), topo, jobs, &limits)
+}
+
+/// One policy over `jobs` with this configuration and these limits, default slowdowns.
+fn run_policy(
+    policy: &str,
+    config: &MusterConfig,
+    topo: &Topo,
+    jobs: &[Job],
+    limits: &RunLimits,
+) -> engine::RunOutput {
+    let mut p = policies::by_name(policy, config).unwrap();
     engine::run(
         p.as_mut(),
         topo,
         jobs,
         &SlowdownModel::default(),
-        &limits,
+        limits,
         || {},
     )
     .unwrap()
@@ -190,21 +201,12 @@ fn plan_window_0_plans_the_whole_queue() {
             window,
             ..MusterConfig::default()
         };
-        let mut p = policies::by_name("muster", &config).unwrap();
         let limits = RunLimits {
             time_bound: 1_000_000,
             checkpoint_secs: 0,
             metrics_until: 2,
         };
-        let out = engine::run(
-            p.as_mut(),
-            &topo,
-            &jobs,
-            &SlowdownModel::default(),
-            &limits,
-            || {},
-        )
-        .unwrap();
+        let out = run_policy("muster", &config, &topo, &jobs, &limits);
         out.jobs.iter().find(|j| j.job == 301).unwrap().first_start
     };
     assert_eq!(start(None), Some(2));
@@ -234,21 +236,12 @@ fn leaving_hopeless_gangs_out_changes_nothing() {
             keep_hopeless,
             ..MusterConfig::default()
         };
-        let mut p = policies::by_name("muster", &config).unwrap();
         let limits = RunLimits {
             time_bound: 10_000_000,
             checkpoint_secs: 0,
             metrics_until: jobs.last().unwrap().arrival,
         };
-        let out = engine::run(
-            p.as_mut(),
-            &topo,
-            &jobs,
-            &SlowdownModel::default(),
-            &limits,
-            || {},
-        )
-        .unwrap();
+        let out = run_policy("muster", &config, &topo, &jobs, &limits);
         let fates: Vec<_> = out
             .jobs
             .iter()

@@ -2,6 +2,7 @@
 //! forward (idle gaps are skipped), and after each batch of simultaneous events the policy runs
 //! one scheduling cycle. Deterministic: no clocks, no hash-order dependence.
 
+use crate::classes::{Class, ClassIndex};
 use crate::metrics::{Deadlock, Integrals, PolicyReport, Sample};
 use crate::policies::Policy;
 use crate::queues::QueueSetup;
@@ -72,6 +73,8 @@ pub struct Sim<'a> {
     pub rt: Vec<JobRt>,
     /// Waiting jobs in the policy's order.
     pub queue: BTreeSet<QueueKey>,
+    /// The same jobs by class.
+    pub classes: ClassIndex,
     priority_aware: bool,
     /// Free GPUs per node, mirrored from the cluster for O(1) checks.
     pub free: Vec<u32>,
@@ -84,6 +87,8 @@ pub struct Sim<'a> {
     queued_high: usize,
     queued_whole_node: usize,
     pub(crate) preemptions: u64,
+    /// Gangs handed to the placement core, over all cycles (Muster's policies count them).
+    pub gangs_planned: u64,
     pub(crate) lost_gpu_seconds: f64,
     pub(crate) factors: Vec<f64>,
     /// Per-queue accounting, when the run has queues (every policy is measured by them).
@@ -97,6 +102,10 @@ impl<'a> Sim<'a> {
         let j = &self.jobs[job];
         let p = if self.priority_aware { j.priority } else { 0 };
         (Reverse(p), j.arrival, job)
+    }
+
+    pub fn class(&self, job: usize) -> Class {
+        (self.jobs[job].priority, self.jobs[job].gpus)
     }
 
     pub fn free_total(&self) -> u32 {
@@ -292,6 +301,7 @@ impl<'a> Sim<'a> {
             t.lanes[q].insert(key);
         }
         self.queue.insert(key);
+        self.classes.insert(self.class(job), key);
         self.queued_high += usize::from(self.jobs[job].priority >= HIGH_PRIORITY);
         self.queued_whole_node += usize::from(self.jobs[job].gpus >= self.topo.gpus_per_node);
     }
@@ -302,6 +312,7 @@ impl<'a> Sim<'a> {
             let q = t.leaf(job);
             t.lanes[q].remove(&key);
         }
+        self.classes.remove(self.class(job), &key);
         if self.queue.remove(&key) {
             self.queued_high -= usize::from(self.jobs[job].priority >= HIGH_PRIORITY);
             self.queued_whole_node -= usize::from(self.jobs[job].gpus >= self.topo.gpus_per_node);
@@ -413,6 +424,7 @@ pub fn run_with(
             })
             .collect(),
         queue: BTreeSet::new(),
+        classes: ClassIndex::default(),
         priority_aware: policy.priority_aware(),
         free: vec![gpn; topo.names.len()],
         completions: BinaryHeap::new(),
@@ -424,6 +436,7 @@ pub fn run_with(
         queued_high: 0,
         queued_whole_node: 0,
         preemptions: 0,
+        gangs_planned: 0,
         lost_gpu_seconds: 0.0,
         factors: Vec::new(),
         queues: queues.map(|q| QueueTrack::new(q, limits.metrics_until)),

@@ -8,6 +8,7 @@
 //! `policies::Policy`, `slowdown` turns placement quality into run time, `metrics` measures,
 //! `report` prints the table and writes JSON and the SVG plot.
 
+pub mod classes;
 pub mod cli;
 pub mod engine;
 pub mod metrics;

@@ -138,6 +138,8 @@ pub struct PolicyReport {
     pub hit_time_bound: bool,
     /// Planning cycles run.
     pub cycles: u64,
+    /// Gangs handed to the placement core, over all cycles (0 for the baselines).
+    pub gangs_planned: u64,
     /// Per-queue results, when the run has queues.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queues: Option<QueueMetrics>,
@@ -222,6 +224,7 @@ pub(crate) fn summarise(
         deadlock,
         hit_time_bound,
         cycles,
+        gangs_planned: sim.gangs_planned,
         queues: sim.queues.as_ref().map(|t| {
             let outcomes: Vec<(usize, Option<f64>, Option<f64>)> = sim
                 .jobs

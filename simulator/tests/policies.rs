@@ -187,11 +187,10 @@ fn bad_options_are_rejected_with_a_reason() {
     assert!(err(&["--window", "1d..2d"]).contains("--trace"));
 }
 
-/// `--plan-window 0` plans the whole queue: a small job behind 300 blocked gangs backfills at
-/// once; by default (256) it waits until the gangs ahead of it drain.
+/// Without queues the whole queue is planned, whatever `--plan-window` says (it bounds only
+/// the queue policies): a small job behind 300 blocked gangs backfills at once.
 #[test]
-fn plan_window_0_plans_the_whole_queue() {
-    assert_eq!(muster_sim::cli::Args::default().plan_window, 256);
+fn the_whole_queue_is_planned_without_queues() {
     let topo = Topo::new("dgx-a100", 1, None).unwrap();
     let mut jobs = vec![job(0, 0, 10_000, 4)];
     jobs.extend((1..=300).map(|i| job(i, 1, 100, 8)));
@@ -210,7 +209,7 @@ fn plan_window_0_plans_the_whole_queue() {
         out.jobs.iter().find(|j| j.job == 301).unwrap().first_start
     };
     assert_eq!(start(None), Some(2));
-    assert!(start(Some(256)) > Some(2));
+    assert_eq!(start(Some(256)), Some(2));
 }
 
 /// Leaving out the gangs that cannot matter to a cycle's plan (too big for the free GPUs, no
@@ -252,4 +251,51 @@ fn leaving_hopeless_gangs_out_changes_nothing() {
     let (pruned, preemptions) = outcome(false);
     assert!(preemptions > 0, "the workload exercises preemption");
     assert_eq!(pruned, outcome(true).0);
+}
+
+/// A long queue of small gangs behind an almost full cluster reaches the core only as far as
+/// the free GPUs could take (plus the gang that may reserve nodes), and every job's fate is
+/// the one planning the whole queue gives.
+#[test]
+fn a_long_queue_is_handed_to_the_core_only_as_far_as_the_free_gpus_reach() {
+    let topo = Topo::new("dgx-a100", 1, None).unwrap();
+    let mut jobs = vec![job(0, 0, 20_000, 7)];
+    // Pairs arrive together: the core orders them by name, not by index.
+    jobs.extend((1..=300).map(|i| job(i, 1 + i as u64 / 2, 100 + i as u64 % 7, 1)));
+    let limits = RunLimits {
+        time_bound: 10_000_000,
+        checkpoint_secs: 0,
+        metrics_until: 3,
+    };
+    let outcome = |keep_hopeless: bool| {
+        let config = MusterConfig {
+            keep_hopeless,
+            window: None,
+            ..MusterConfig::default()
+        };
+        let out = run_policy("muster", &config, &topo, &jobs, &limits);
+        let fates: Vec<_> = out
+            .jobs
+            .iter()
+            .map(|j| (j.job, j.first_start, j.end))
+            .collect();
+        (fates, out.report.gangs_planned, out.report.cycles)
+    };
+    let (pruned, planned, cycles) = outcome(false);
+    let (whole, planned_whole, _) = outcome(true);
+    let diff: Vec<_> = pruned
+        .iter()
+        .zip(&whole)
+        .filter(|(a, b)| a != b)
+        .take(3)
+        .collect();
+    assert_eq!(pruned, whole, "first differences: {diff:?}");
+    assert!(
+        planned_whole > 50 * cycles,
+        "the whole queue is long: {planned_whole}"
+    );
+    assert!(
+        planned <= 3 * cycles,
+        "{planned} gangs planned in {cycles} cycles"
+    );
 }

@@ -1,15 +1,22 @@
 //! Gangs the core cannot place this cycle whatever it decides, left out of its plan: with the
-//! whole queue planned every cycle, a long queue is mostly such gangs, and their verdicts
-//! (which the simulator does not use) cost more than the rest of the cycle.
+//! whole queue planned every cycle, a long queue is mostly such gangs, and handing them over
+//! (building each gang, its verdict) would cost more than the rest of the cycle.
 //!
-//! A gang needing more GPUs than are free cannot be placed; at the lowest priority of the
-//! workload it cannot preempt (and evictions here are instant: no pods terminate); it changes
-//! the plan only by taking a starvation reservation, so such gangs are kept until the plan's
-//! reservations are accounted for: [`Pruned::exact`] says whether the plan was the whole
-//! queue's, else the caller plans the whole queue.
+//! A gang at the workload's lowest priority cannot preempt (and evictions here are instant:
+//! no pods terminate), so it changes the plan only by being placed or by taking a starvation
+//! reservation. It cannot be placed if it needs more GPUs than are free. Of the gangs of one
+//! uniform shape (every pod the same size) and size, at most `free / gpus` can be placed in
+//! one plan, and they are the first of their class in planning order: capacity only shrinks
+//! within a plan, so once one fails the core gives every later one the same verdict
+//! (`muster_core`'s equivalence classes). So the core needs only that many of each class.
+//! Gangs that may take a reservation are kept until the plan's reservations are accounted
+//! for: [`Pruned::exact`] says whether the plan was the whole queue's, else the caller plans
+//! the whole queue.
 
 use crate::engine::{QueueKey, Sim};
-use muster_core::{Plan, PlannerConfig};
+use muster_core::{GangKey, Plan, PlannerConfig};
+use std::cmp::Reverse;
+use std::collections::HashSet;
 
 pub(crate) struct Pruned {
     pub jobs: Vec<usize>,
@@ -17,26 +24,72 @@ pub(crate) struct Pruned {
     first_reserver: Option<QueueKey>,
 }
 
-/// `head` (in planning order) without the gangs that cannot matter to the plan.
-pub(crate) fn prune(sim: &Sim<'_>, head: &[usize], config: &PlannerConfig, lowest: i32) -> Pruned {
-    let free = u64::from(sim.free_total());
-    let mut jobs = Vec::with_capacity(head.len());
-    let mut first_reserver = None;
-    let mut reservers = 0;
-    for &j in head {
-        let job = &sim.jobs[j];
-        let gpus: u64 = sim.rt[j].pod_sizes.iter().map(|&g| u64::from(g)).sum();
-        let may_reserve = config.max_reservations > 0
-            && sim.now.saturating_sub(job.arrival) >= config.reserve_after_secs;
-        if gpus <= free || job.priority > lowest {
-            jobs.push(j);
-        } else if may_reserve && reservers < config.max_reservations {
-            reservers += 1;
-            jobs.push(j);
-        } else if may_reserve && first_reserver.is_none() {
-            first_reserver = Some(sim.queue_key(j));
+/// How many gangs of a class the core needs: `None` for all that fit the free GPUs.
+fn class_cap(sim: &Sim<'_>, gpus: u32, free: u32, config: &PlannerConfig) -> Option<usize> {
+    if gpus > free {
+        return Some(0);
+    }
+    if gpus == 0 {
+        return None;
+    }
+    let gpn = sim.topo.gpus_per_node.max(1);
+    let uniform = gpus <= gpn || gpus.is_multiple_of(gpn);
+    (uniform && config.skip_equivalent).then(|| (free / gpus) as usize)
+}
+
+/// The waiting gangs (in the queue's planning order) the plan cannot do without.
+pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Pruned {
+    let free = sim.free_total();
+    let mut jobs = Vec::new();
+    // Above the lowest priority a gang may preempt: all are kept.
+    let lowest_start = (Reverse(lowest), 0, 0);
+    jobs.extend(sim.queue.range(..lowest_start).map(|k| k.2));
+    let mut kept: HashSet<usize> = HashSet::new();
+    for (gpus, set) in sim.classes.of_priority(lowest) {
+        match class_cap(sim, gpus, free, config) {
+            None => kept.extend(set.iter().map(|k| k.2)),
+            Some(0) => {}
+            Some(cap) => {
+                // The core breaks ties of arrival by name, not by job index: keep every gang
+                // that arrived with the last one of the first `cap`.
+                let mut last = None;
+                for (i, k) in set.iter().enumerate() {
+                    if i >= cap && last.is_some_and(|a| k.1 > a) {
+                        break;
+                    }
+                    last = Some(k.1);
+                    kept.insert(k.2);
+                }
+            }
         }
     }
+    // The oldest gangs may reserve nodes: walk the lowest priority's line while they may,
+    // keeping the first `max_reservations` left out so far, and noting the next one.
+    let mut first_reserver = None;
+    if config.max_reservations > 0 {
+        let mut reservers = 0;
+        let mut last_reserver = None;
+        for key in sim.queue.range(lowest_start..) {
+            let j = key.2;
+            if sim.now.saturating_sub(sim.jobs[j].arrival) < config.reserve_after_secs {
+                break;
+            }
+            if kept.contains(&j) {
+                continue;
+            }
+            // Past the last reserver, gangs that arrived with it are kept too (the core may
+            // order them first), so that the first one left out arrived strictly later.
+            if reservers < config.max_reservations || last_reserver == Some(key.1) {
+                reservers += 1;
+                last_reserver = Some(key.1);
+                kept.insert(j);
+            } else {
+                first_reserver = Some(*key);
+                break;
+            }
+        }
+    }
+    jobs.extend(kept);
     Pruned {
         jobs,
         first_reserver,
@@ -46,7 +99,14 @@ pub(crate) fn prune(sim: &Sim<'_>, head: &[usize], config: &PlannerConfig, lowes
 impl Pruned {
     /// Whether `plan` (of `self.jobs`) is the whole queue's: every gang left out that might
     /// have reserved nodes comes after all the reservations the plan could make.
-    pub fn exact(&self, sim: &Sim<'_>, plan: &Plan, config: &PlannerConfig) -> bool {
+    /// `job_of` names the job of each planned gang.
+    pub fn exact(
+        &self,
+        sim: &Sim<'_>,
+        plan: &Plan,
+        config: &PlannerConfig,
+        job_of: impl Fn(&GangKey) -> Option<usize>,
+    ) -> bool {
         let Some(first) = self.first_reserver else {
             return true;
         };
@@ -55,7 +115,7 @@ impl Pruned {
             .waiting
             .iter()
             .filter(|w| !w.reserved_nodes.is_empty())
-            .filter_map(|w| sim.job_of(&w.gang).ok())
+            .filter_map(|w| job_of(&w.gang))
             .filter(|&j| {
                 let k = sim.queue_key(j);
                 (k.0, k.1) < (first.0, first.1)

@@ -15,10 +15,10 @@ pub struct MusterConfig {
     /// only to check that leaving them out changes nothing.
     pub keep_hopeless: bool,
     pub planner: PlannerConfig,
-    /// Gangs from the head of the queue handed to each planning cycle (deeper gangs wait for
-    /// their turn); `None`: the whole queue. The core skips gangs equivalent to one that did
-    /// not fit, but every queued gang still costs its verdict each cycle: on Philly at twice
-    /// the speed (~7,000 queued) the whole queue takes minutes where 256 take one.
+    /// With queues only: gangs from the head of the queue handed to each planning cycle
+    /// (deeper gangs wait for their turn); `None`: the whole queue. Without queues the whole
+    /// queue is planned, less the gangs that cannot matter (`hopeless`); with queues no such
+    /// pruning exists yet, and every queued gang costs its verdict each cycle.
     pub window: Option<usize>,
     /// The queue trees of the queue policies, when the run has queues.
     pub queues: Option<QueueTrees>,
@@ -72,19 +72,13 @@ impl Muster {
         }
     }
 
-    /// The gangs handed to the core: the head of the whole queue, plus with queues the head of
+    /// With queues, the gangs handed to the core: the head of the whole queue, plus the head of
     /// every queue's line, so that a queue arriving behind another's flood is seen (and can
     /// reclaim) instead of waiting beyond the window.
     fn head(&self, sim: &Sim<'_>) -> Vec<usize> {
         let window = self.config.window.unwrap_or(usize::MAX).max(1);
-        if self.tree.is_none() {
-            // Already in planning order: no merge needed.
-            return sim.queue.iter().take(window).map(|k| k.2).collect();
-        }
         let mut keys: BTreeSet<QueueKey> = sim.queue.iter().take(window).copied().collect();
-        if self.tree.is_some()
-            && let Some(t) = &sim.queues
-        {
+        if let Some(t) = &sim.queues {
             let per_lane = (window / 8).max(1);
             for lane in &t.lanes {
                 keys.extend(lane.iter().take(per_lane).copied());
@@ -156,7 +150,11 @@ impl Muster {
         {
             return Ok(false);
         }
-        let mut head = self.head(sim);
+        let mut head = if self.tree.is_some() {
+            self.head(sim)
+        } else {
+            Vec::new()
+        };
         let planner = &self.config.planner;
         let (gangs, plan) = match &self.tree {
             Some(tree) => {
@@ -165,6 +163,7 @@ impl Muster {
                 (gangs, plan)
             }
             None if self.config.keep_hopeless => {
+                head = sim.queue.iter().map(|k| k.2).collect();
                 let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
                 let plan = sim.cluster.plan(&gangs, sim.now, planner);
                 (gangs, plan)
@@ -173,19 +172,31 @@ impl Muster {
                 let lowest = *self
                     .lowest
                     .get_or_insert_with(|| sim.jobs.iter().map(|j| j.priority).min().unwrap_or(0));
-                let pruned = hopeless::prune(sim, &head, planner, lowest);
+                let pruned = hopeless::prune(sim, planner, lowest);
                 let gangs: Vec<_> = pruned.jobs.iter().map(|&j| sim.gang(j)).collect();
                 let plan = sim.cluster.plan(&gangs, sim.now, planner);
-                if pruned.exact(sim, &plan, planner) {
+                let job_of: HashMap<&GangKey, usize> = gangs
+                    .iter()
+                    .map(|g| &g.key)
+                    .zip(pruned.jobs.iter().copied())
+                    .collect();
+                if pruned.exact(sim, &plan, planner, |k| job_of.get(k).copied()) {
+                    drop(job_of);
                     head = pruned.jobs;
                     (gangs, plan)
                 } else {
+                    tracing::debug!(
+                        now = sim.now,
+                        "pruned plan not exact: planning the whole queue"
+                    );
+                    head = sim.queue.iter().map(|k| k.2).collect();
                     let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
                     let plan = sim.cluster.plan(&gangs, sim.now, planner);
                     (gangs, plan)
                 }
             }
         };
+        sim.gangs_planned = sim.gangs_planned.saturating_add(gangs.len() as u64);
         let by_key: HashMap<&GangKey, usize> = gangs
             .iter()
             .map(|g| &g.key)

@@ -62,7 +62,8 @@ pub struct Args {
     /// virtual clusters not listed go to a `default` queue.
     #[arg(long, value_name = "PATH")]
     pub queue_file: Option<PathBuf>,
-    /// muster: gangs from the head of the queue planned per cycle; 0: the whole queue.
+    /// muster-queues, muster-hard-quota: gangs from the head of the queue planned per cycle;
+    /// 0: the whole queue. `muster` always plans the whole queue.
     #[arg(long, value_name = "K", default_value_t = 256)]
     pub plan_window: usize,
     /// muster: seconds a blocked gang waits before it reserves nodes.

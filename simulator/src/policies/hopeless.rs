@@ -14,7 +14,7 @@
 //! the whole queue.
 
 use crate::engine::{QueueKey, Sim};
-use muster_core::{GangKey, Plan, PlannerConfig};
+use muster_core::{Gang, Plan, PlannerConfig};
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
@@ -97,29 +97,20 @@ pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Prune
 }
 
 impl Pruned {
-    /// Whether `plan` (of `self.jobs`) is the whole queue's: every gang left out that might
-    /// have reserved nodes comes after all the reservations the plan could make.
-    /// `job_of` names the job of each planned gang.
-    pub fn exact(
-        &self,
-        sim: &Sim<'_>,
-        plan: &Plan,
-        config: &PlannerConfig,
-        job_of: impl Fn(&GangKey) -> Option<usize>,
-    ) -> bool {
+    /// Whether `plan` (of `gangs`, made from `self.jobs`) is the whole queue's: every gang left
+    /// out that might have reserved nodes comes after all the reservations the plan could make.
+    pub fn exact(&self, plan: &Plan, config: &PlannerConfig, gangs: &[Gang]) -> bool {
         let Some(first) = self.first_reserver else {
             return true;
         };
         // Strictly before in (priority, arrival): the core breaks ties by name, not job index.
+        // Few gangs reserve (at most `max_reservations`): a scan finds each.
         let before = plan
             .waiting
             .iter()
             .filter(|w| !w.reserved_nodes.is_empty())
-            .filter_map(|w| job_of(&w.gang))
-            .filter(|&j| {
-                let k = sim.queue_key(j);
-                (k.0, k.1) < (first.0, first.1)
-            })
+            .filter_map(|w| gangs.iter().find(|g| g.key == w.gang))
+            .filter(|g| (Reverse(g.priority), g.created_at) < (first.0, first.1))
             .count();
         before >= config.max_reservations
     }

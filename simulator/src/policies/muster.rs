@@ -175,13 +175,7 @@ impl Muster {
                 let pruned = hopeless::prune(sim, planner, lowest);
                 let gangs: Vec<_> = pruned.jobs.iter().map(|&j| sim.gang(j)).collect();
                 let plan = sim.cluster.plan(&gangs, sim.now, planner);
-                let job_of: HashMap<&GangKey, usize> = gangs
-                    .iter()
-                    .map(|g| &g.key)
-                    .zip(pruned.jobs.iter().copied())
-                    .collect();
-                if pruned.exact(sim, &plan, planner, |k| job_of.get(k).copied()) {
-                    drop(job_of);
+                if pruned.exact(&plan, planner, &gangs) {
                     head = pruned.jobs;
                     (gangs, plan)
                 } else {

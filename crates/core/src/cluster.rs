@@ -518,6 +518,7 @@ mod tests {
             started_at: 0,
             preemptible: true,
             terminating: false,
+            ends_by: None,
         }
     }
 

@@ -190,6 +190,11 @@ pub struct PlacedPod {
     /// Being deleted (e.g. already preempted): still holds resources, but a preemptor may
     /// count on them and must not evict anyone else to get them.
     pub terminating: bool,
+    /// When it will have ended by its declared run time (caller's clock; a Job's
+    /// `activeDeadlineSeconds`); `None`: it declared none. Reservations use it to let gangs
+    /// that end in time backfill the nodes they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_by: Option<u64>,
 }
 
 /// A pending member of a gang.
@@ -223,6 +228,11 @@ pub struct Gang {
     pub pending: Vec<PodRequest>,
     /// May this gang evict lower-priority gangs (`preemptionPolicy: Never` says no)?
     pub can_preempt: bool,
+    /// Seconds it declares it runs at most once started (a Job's `activeDeadlineSeconds`, or
+    /// `muster.dev/runtime-limit`); `None`: unknown. With it, the gang may backfill nodes held
+    /// for a starving gang if it ends before that gang could start there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_limit: Option<u64>,
 }
 
 impl NodeInfo {
@@ -309,6 +319,7 @@ impl Gang {
                 .map(|i| PodRequest::gpus(format!("{namespace}/{name}-{i}"), gpus))
                 .collect(),
             can_preempt: true,
+            runtime_limit: None,
         }
     }
 }

@@ -66,6 +66,12 @@ pub(crate) struct Work<'c> {
     pub free: Vec<NodeFree>,
     /// Gang (by planning order) holding a reservation on each node.
     pub reserved_by: Vec<Option<u32>>,
+    /// When the holder of each reserved node can start there at the latest, by the declared
+    /// ends of the pods in its way (`None`: unbounded, some never declared an end).
+    pub reserved_until: Vec<Option<u64>>,
+    /// When the gang being placed will have ended, if it declared a run time: it may use a
+    /// node reserved for another gang whose `reserved_until` it ends by (EASY backfilling).
+    pub backfill_end: Option<u64>,
     undo: Vec<(u32, NodeFree)>,
     /// Every node whose `free` or `reserved_by` changed, in order: facts computed when it was
     /// shorter need updating only on the nodes since (the equivalence classes keep them).
@@ -78,6 +84,8 @@ impl<'c> Work<'c> {
             cluster,
             free: cluster.free.clone(),
             reserved_by: vec![None; cluster.free.len()],
+            reserved_until: vec![None; cluster.free.len()],
+            backfill_end: None,
             undo: Vec::new(),
             changes: Vec::new(),
         }
@@ -89,6 +97,8 @@ impl<'c> Work<'c> {
             cluster: self.cluster,
             free,
             reserved_by: self.reserved_by.clone(),
+            reserved_until: self.reserved_until.clone(),
+            backfill_end: self.backfill_end,
             undo: Vec::new(),
             changes: Vec::new(),
         }
@@ -178,6 +188,29 @@ impl<'c> Work<'c> {
                 self.touch(i);
             }
         }
+    }
+
+    /// Whether node `i` is held for a gang other than `holder` that the gang being placed
+    /// would delay (it declares no end, or ends after the holder could start there).
+    pub fn held_for_other(&self, i: u32, holder: Option<u32>) -> bool {
+        let i = i as usize;
+        match self.reserved_by[i] {
+            Some(h) if Some(h) != holder => !matches!(
+                (self.backfill_end, self.reserved_until[i]),
+                (Some(end), Some(until)) if end <= until
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the gang being placed may backfill some node reserved this round.
+    pub fn may_backfill(&self) -> bool {
+        self.backfill_end.is_some_and(|end| {
+            self.reserved_by
+                .iter()
+                .zip(&self.reserved_until)
+                .any(|(by, until)| by.is_some() && until.is_some_and(|u| end <= u))
+        })
     }
 
     /// Records that node `i`'s `free` or `reserved_by` changed.
@@ -311,9 +344,7 @@ impl<'c> Work<'c> {
         let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
         for &i in &fit.nodes {
-            if let Some(h) = self.reserved_by[i as usize]
-                && Some(h) != holder
-            {
+            if self.held_for_other(i, holder) {
                 reserved_skipped += 1;
                 continue;
             }

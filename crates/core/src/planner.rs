@@ -91,6 +91,10 @@ pub struct Waiting {
     pub message: String,
     /// Nodes held for this gang so that it cannot starve.
     pub reserved_nodes: Vec<String>,
+    /// When it can start on them at the latest, by the declared ends of the pods in its way;
+    /// gangs that end by then may use them meanwhile. `None`: unbounded or no reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_until: Option<u64>,
     /// What its queue has to do with it, when queues are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueWait>,
@@ -169,6 +173,7 @@ impl Cluster {
                     reason: WaitReason::MissingMembers,
                     message: explain::missing_members(have, gang.min_member),
                     reserved_nodes: Vec::new(),
+                    reserved_until: None,
                     queue: None,
                 });
                 continue;
@@ -177,7 +182,10 @@ impl Cluster {
             members.sort_by(|a, b| a.id.cmp(&b.id));
             let need = gang.min_member.saturating_sub(running) as usize;
             let (core, extra) = members.split_at(need.min(members.len()));
-            let known = if config.skip_equivalent {
+            work.backfill_end = gang.runtime_limit.map(|r| now.saturating_add(r));
+            // A gang that may backfill a reservation can fit where its class could not.
+            let use_classes = config.skip_equivalent && !work.may_backfill();
+            let known = if use_classes {
                 classes.known_shortfall(&work, core)
             } else {
                 None
@@ -187,7 +195,7 @@ impl Cluster {
                 None => match work.place(core, holder) {
                     Ok(a) => Ok(a),
                     Err(shortfall) => {
-                        if config.skip_equivalent {
+                        if use_classes {
                             classes.failed(&work, core, &shortfall);
                         }
                         Err(explain::shortfall(&shortfall))
@@ -217,7 +225,7 @@ impl Cluster {
                     if !reason.unresolvable() && config.preemption && may_help {
                         // A gang's own running pods are never its victims but may be another's:
                         // only gangs with none share their candidates.
-                        let reuse = config.skip_equivalent && !self.gangs.contains_key(&gang.key);
+                        let reuse = use_classes && !self.gangs.contains_key(&gang.key);
                         let known = reuse
                             .then(|| classes.known_no_victims(core, gang.priority, evicted.len()))
                             .flatten();
@@ -247,6 +255,7 @@ impl Cluster {
                                     reason: WaitReason::WaitingForVictims,
                                     message: "waiting for preempted pods to terminate".into(),
                                     reserved_nodes: nodes,
+                                    reserved_until: None,
                                     queue: None,
                                 });
                                 continue;
@@ -260,14 +269,15 @@ impl Cluster {
                             }
                         }
                     }
-                    let mut reserved_nodes = Vec::new();
+                    let (mut reserved_nodes, mut reserved_until) = (Vec::new(), None);
                     let waited = now.saturating_sub(gang.created_at);
                     if !reason.unresolvable()
                         && waited >= config.reserve_after_secs
                         && reservations < config.max_reservations
                         && let Some(h) = holder
                     {
-                        reserved_nodes = reserve_noted(&mut work, core, h, &mut message);
+                        (reserved_nodes, reserved_until) =
+                            reserve_noted(&mut work, core, h, now, &mut message);
                         if !reserved_nodes.is_empty() {
                             reservations += 1;
                         }
@@ -277,6 +287,7 @@ impl Cluster {
                         reason,
                         message,
                         reserved_nodes,
+                        reserved_until,
                         queue: None,
                     });
                 }
@@ -310,6 +321,7 @@ impl Cluster {
                 started_at: now,
                 preemptible: true,
                 terminating: false,
+                ends_by: gang.runtime_limit.map(|r| now.saturating_add(r)),
             })?;
         }
         Ok(())
@@ -321,9 +333,10 @@ pub(crate) fn reserve_noted(
     work: &mut Work<'_>,
     core: &[&PodRequest],
     holder: u32,
+    now: u64,
     message: &mut String,
-) -> Vec<String> {
-    let nodes = work.reserve(core, holder);
+) -> (Vec<String>, Option<u64>) {
+    let (nodes, until) = work.reserve(core, holder, now);
     if !nodes.is_empty() {
         message.push_str(&format!(
             "; holding {} node{} so it cannot starve",
@@ -331,15 +344,22 @@ pub(crate) fn reserve_noted(
             if nodes.len() == 1 { "" } else { "s" }
         ));
     }
-    nodes
+    (nodes, until)
 }
 
 impl Work<'_> {
     /// Holds the nodes closest to fitting `members` (by free capacity now, then by capacity
     /// when empty) until, once drained, they can hold the biggest members' shape.
-    pub(crate) fn reserve(&mut self, members: &[&PodRequest], holder: u32) -> Vec<String> {
+    /// Gangs that declare an end before the holder could start on these nodes may still use
+    /// them (`Work::held_for_other`).
+    pub(crate) fn reserve(
+        &mut self,
+        members: &[&PodRequest],
+        holder: u32,
+        now: u64,
+    ) -> (Vec<String>, Option<u64>) {
         let Some((big, want)) = crate::placement::dominant_shape(members) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let res = big.resources;
         let fit = self.static_fit(big);
@@ -379,15 +399,58 @@ impl Work<'_> {
             chosen.push(i);
         }
         if got < want {
-            return Vec::new();
+            return (Vec::new(), None);
         }
-        chosen
+        let until = self.start_bound(&chosen, big.resources.gpus, want, now);
+        let names = chosen
             .into_iter()
             .map(|i| {
                 self.reserved_by[i as usize] = Some(holder);
+                self.reserved_until[i as usize] = until;
                 self.touch(i);
                 self.cluster.nodes[i as usize].info.name.clone()
             })
-            .collect()
+            .collect();
+        (names, until)
+    }
+}
+
+impl Work<'_> {
+    /// The latest time by which `nodes` will have room for `want` members of `gpus` GPUs
+    /// each, counting their free GPUs now and those of running pods as their declared ends
+    /// pass; `None` if that takes pods that declared no end (or placed this round: their ends
+    /// are not tracked, so they are taken to run on). GPUs only: CPU and memory rarely bind.
+    fn start_bound(&self, nodes: &[u32], gpus: u32, want: u32, now: u64) -> Option<u64> {
+        let per = gpus.max(1);
+        let mut free: Vec<u32> = nodes
+            .iter()
+            .map(|&i| {
+                let f = &self.free[i as usize];
+                f.gpu_budget.min(f.gpus.count_ones())
+            })
+            .collect();
+        let fits = |free: &[u32]| free.iter().map(|f| (f / per).min(want)).sum::<u32>() >= want;
+        if fits(&free) {
+            return Some(now);
+        }
+        let mut ends: Vec<(u64, usize, u32)> = Vec::new();
+        for (k, &i) in nodes.iter().enumerate() {
+            for id in &self.cluster.nodes[i as usize].pods {
+                let Some(pod) = self.cluster.pod(id) else {
+                    continue;
+                };
+                if let Some(end) = pod.ends_by {
+                    ends.push((end.max(now), k, pod.resources.gpus));
+                }
+            }
+        }
+        ends.sort_unstable();
+        for (end, k, g) in ends {
+            free[k] = free[k].saturating_add(g);
+            if fits(&free) {
+                return Some(end);
+            }
+        }
+        None
     }
 }

@@ -100,6 +100,7 @@ fn build(scene: &Scene) -> (Cluster, Vec<Gang>) {
             started_at: 0,
             preemptible: true,
             terminating: t,
+            ends_by: None,
         });
     };
     for (gi, (node, gpus, priority, pods, terminating)) in scene.running.iter().enumerate() {

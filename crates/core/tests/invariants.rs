@@ -67,6 +67,7 @@ fn build(scene: &Scene) -> (Cluster, Vec<Gang>) {
                 started_at: gi as u64,
                 preemptible: true,
                 terminating: false,
+                ends_by: None,
             });
         }
     }

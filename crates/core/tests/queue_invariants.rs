@@ -85,6 +85,7 @@ fn build(s: &Scene) -> (Cluster, Vec<Gang>) {
                 started_at: gi as u64,
                 preemptible: true,
                 terminating: false,
+                ends_by: None,
             })
             .unwrap();
         }
@@ -164,6 +165,7 @@ fn apply(c: &mut Cluster, gangs: &mut Vec<Gang>, plan: &Plan) {
                 started_at: 0,
                 preemptible: true,
                 terminating: false,
+                ends_by: None,
             })
             .unwrap();
         }

@@ -26,6 +26,7 @@ fn run(c: &mut Cluster, name: &str, queue: &str, first: usize, pods: usize, prio
             started_at: 0,
             preemptible: true,
             terminating: false,
+            ends_by: None,
         })
         .unwrap();
     }
@@ -293,6 +294,7 @@ fn run_gpus(c: &mut Cluster, name: &str, queue: &str, node: usize, first: u32, g
         started_at: 0,
         preemptible: true,
         terminating: false,
+        ends_by: None,
     })
     .unwrap();
     c.set_gang_queue(&key, queue);

@@ -30,6 +30,7 @@ fn busy(id: &str, node: &str, gpus: Vec<u32>) -> muster_core::PlacedPod {
         started_at: 0,
         preemptible: true,
         terminating: false,
+        ends_by: None,
     }
 }
 

@@ -63,9 +63,16 @@ pub fn pending_gang(key: GangKey, info: &GangInfo, members: Vec<PendingMember>) 
         created_at: info.created_at,
         min_member: info.min_member,
         can_preempt: members.iter().all(|m| m.can_preempt),
+        runtime_limit: gang_runtime_limit(members.iter().map(|m| m.runtime_limit)),
         pending: members.into_iter().map(|m| m.request).collect(),
         key,
     }
+}
+
+/// A gang ends when its last member must have: known only if every member says.
+fn gang_runtime_limit(mut limits: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    let first = limits.next()??;
+    limits.try_fold(first, |longest, l| l.map(|l| longest.max(l)))
 }
 
 /// The gang's definition as the cache shows it; `member` (any member pod) and the gang's
@@ -180,6 +187,16 @@ pub fn gang_info(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_gangs_runtime_limit_is_its_longest_members_if_all_declare_one() {
+        assert_eq!(
+            gang_runtime_limit([Some(60), Some(600)].into_iter()),
+            Some(600)
+        );
+        assert_eq!(gang_runtime_limit([Some(60), None].into_iter()), None);
+        assert_eq!(gang_runtime_limit(std::iter::empty()), None);
+    }
+
     use super::*;
 
     fn group(min: u32, members: u32, created_at: u64, timeout: Option<u64>) -> GangInfo {

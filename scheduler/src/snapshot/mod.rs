@@ -199,6 +199,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
                 started_at: created_secs(pod.metadata.creation_timestamp.as_ref()),
                 preemptible: priority < SYSTEM_PRIORITY && !node_bound_by_design(&pod),
                 terminating,
+                ends_by: pods::ends_by(&pod, now),
             };
             if placed.gpus.len() == placed.resources.gpus as usize {
                 if let Err(e) = cluster.record_pod(placed) {
@@ -226,6 +227,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
                 // its plan does not already hold; it binds or its plan is dropped.
                 preemptible: false,
                 terminating: false,
+                ends_by: None,
             };
             if let Err(e) = cluster.record_pod(placed) {
                 tracing::debug!(error = %e, "assumed pod on a node outside the snapshot");

@@ -24,6 +24,9 @@ pub struct PendingMember {
     pub invalid: Option<String>,
     pub priority: i32,
     pub can_preempt: bool,
+    /// The pod's `activeDeadlineSeconds`: the kubelet stops it that long after it starts, so
+    /// the scheduler may count on it (an annotation could lie to jump a reservation).
+    pub runtime_limit: Option<u64>,
 }
 
 pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
@@ -44,7 +47,27 @@ pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
         },
         priority: spec.and_then(|s| s.priority).unwrap_or(0),
         can_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
+        runtime_limit: runtime_limit(pod),
     }
+}
+
+/// Seconds the kubelet lets `pod` run once started (`spec.activeDeadlineSeconds`; the API
+/// server refuses values below 1).
+pub fn runtime_limit(pod: &Pod) -> Option<u64> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    u64::try_from(secs).ok().filter(|&s| s > 0)
+}
+
+/// When a bound `pod` will have been stopped by its deadline: from its start (or `now`, if
+/// the kubelet has not started it yet, which only moves the bound later).
+pub fn ends_by(pod: &Pod, now: u64) -> Option<u64> {
+    let limit = runtime_limit(pod)?;
+    let start = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or(now, |t| created_secs(Some(t)));
+    Some(start.saturating_add(limit))
 }
 
 pub(crate) fn created_secs(
@@ -177,6 +200,29 @@ pub(crate) fn tolerations(pod: &Pod) -> Vec<Toleration> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn with_deadline(deadline: Option<i64>, start_time: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"containers": [], "activeDeadlineSeconds": deadline},
+            "status": {"startTime": start_time},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_runtime_limit_is_the_pods_active_deadline_counted_from_its_start() {
+        let started = with_deadline(Some(600), Some("1970-01-01T00:16:40Z"));
+        assert_eq!(runtime_limit(&started), Some(600));
+        assert_eq!(ends_by(&started, 5000), Some(1000 + 600));
+        // Bound but not started yet: the deadline runs from some time after now.
+        let waiting = with_deadline(Some(600), None);
+        assert_eq!(ends_by(&waiting, 5000), Some(5600));
+        assert_eq!(runtime_limit(&with_deadline(None, None)), None);
+        // The API server refuses these; a forged object must not declare a past end.
+        assert_eq!(runtime_limit(&with_deadline(Some(0), None)), None);
+        assert_eq!(runtime_limit(&with_deadline(Some(-5), None)), None);
+    }
 
     fn bound(node: &str, ids: &str, gpu_node: Option<&str>) -> Pod {
         let mut annotations = json!({ names::ANNOTATION_GPU_IDS: ids });

@@ -52,6 +52,7 @@ pub fn cluster(fill: f64) -> Cluster {
             started_at: id,
             preemptible: true,
             terminating: false,
+            ends_by: None,
         })
         .expect("fits");
         used += want as u64;

@@ -255,6 +255,7 @@ impl<'c, 'g> Round<'c, 'g> {
                 reason: WaitReason::MissingMembers,
                 message: explain::missing_members(have, gang.min_member),
                 reserved_nodes: Vec::new(),
+                reserved_until: None,
                 queue: None,
             });
             return;
@@ -404,13 +405,14 @@ impl<'c, 'g> Round<'c, 'g> {
             message = format!("{note}; {message}");
             queue_wait = Some(QueueWait::FairShare);
         }
-        let mut reserved_nodes = Vec::new();
+        let (mut reserved_nodes, mut reserved_until) = (Vec::new(), None);
         if !reason.unresolvable()
             && now.saturating_sub(gang.created_at) >= self.config.reserve_after_secs
             && self.reservations[leaf] < self.config.max_reservations
             && let Some(h) = holder
         {
-            reserved_nodes = reserve_noted(&mut self.work, &e.core, h, &mut message);
+            (reserved_nodes, reserved_until) =
+                reserve_noted(&mut self.work, &e.core, h, now, &mut message);
             if !reserved_nodes.is_empty() {
                 self.reservations[leaf] += 1;
             }
@@ -420,6 +422,7 @@ impl<'c, 'g> Round<'c, 'g> {
             reason,
             message,
             reserved_nodes,
+            reserved_until,
             queue: queue_wait,
         });
     }
@@ -444,6 +447,7 @@ impl<'c, 'g> Round<'c, 'g> {
                     reason: WaitReason::WaitingForVictims,
                     message: "waiting for preempted pods to terminate".into(),
                     reserved_nodes: nodes,
+                    reserved_until: None,
                     queue: None,
                 });
                 true
@@ -521,6 +525,7 @@ fn waiting(gang: &Gang, reason: WaitReason, message: String, q: QueueWait) -> Wa
         reason,
         message,
         reserved_nodes: Vec::new(),
+        reserved_until: None,
         queue: Some(q),
     }
 }

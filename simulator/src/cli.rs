@@ -50,8 +50,8 @@ pub struct Args {
     /// Fraction of jobs with high priority (they may preempt under `muster`).
     #[arg(long, default_value_t = 0.05)]
     pub high_priority: f64,
-    /// Policies to compare, comma-separated [default: muster,fifo,greedy; with queues
-    /// muster-queues,muster-hard-quota,muster,fifo,greedy].
+    /// Policies to compare, comma-separated [default: muster,easy,tiresias,fifo,greedy; with
+    /// queues also muster-queues,muster-hard-quota, first].
     #[arg(long, value_delimiter = ',')]
     pub policies: Option<Vec<String>>,
     /// Queues: `vc` makes every virtual cluster a queue under one root, guaranteed GPUs in
@@ -75,6 +75,10 @@ pub struct Args {
     /// muster: disable preemption.
     #[arg(long)]
     pub no_preemption: bool,
+    /// Run times jobs declare (a Job's `activeDeadlineSeconds`), read by backfilling (easy,
+    /// muster): `exact` (each its ideal run time), `none`, or a factor F >= 1 (F times it).
+    #[arg(long, default_value = "exact", value_name = "exact|none|F")]
+    pub declared_runtimes: String,
     /// Preempted jobs resume from a checkpoint taken every this many seconds of work
     /// (0 = restart from scratch).
     #[arg(long, default_value_t = 1800)]
@@ -91,6 +95,11 @@ pub struct Args {
 }
 
 impl Args {
+    pub fn declared_runtimes(&self) -> Result<crate::engine::DeclaredRuntimes, crate::RunError> {
+        crate::engine::DeclaredRuntimes::parse(&self.declared_runtimes)
+            .map_err(crate::RunError::Option)
+    }
+
     pub fn has_queues(&self) -> bool {
         self.queues.is_some() || self.queue_file.is_some()
     }
@@ -100,7 +109,7 @@ impl Args {
         match &self.policies {
             Some(p) => p.clone(),
             None if self.has_queues() => crate::policies::ALL.map(String::from).to_vec(),
-            None => ["muster", "fifo", "greedy"].map(String::from).to_vec(),
+            None => crate::policies::DEFAULT.map(String::from).to_vec(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct Sim<'a> {
     pub queue: BTreeSet<QueueKey>,
     /// The same jobs by class.
     pub classes: ClassIndex,
+    /// Running jobs, by id.
+    pub running: BTreeSet<usize>,
     priority_aware: bool,
     /// Free GPUs per node, mirrored from the cluster for O(1) checks.
     pub free: Vec<u32>,
@@ -82,6 +84,7 @@ pub struct Sim<'a> {
     gang_job: HashMap<GangKey, usize>,
     slowdown: &'a SlowdownModel,
     checkpoint_secs: u64,
+    declared: DeclaredRuntimes,
     pub(crate) running_gpus: u32,
     partial_gpus: u32,
     queued_high: usize,
@@ -147,6 +150,26 @@ impl<'a> Sim<'a> {
                 .map(|(i, &g)| PodRequest::gpus(self.pod_id(job, i).0, g))
                 .collect(),
             can_preempt: true,
+            runtime_limit: self.declared_left(job),
+        }
+    }
+
+    /// What `job` declares it still needs to run (its declared run time less the work its
+    /// checkpoints saved); `None` when it declares nothing.
+    pub fn declared_left(&self, job: usize) -> Option<u64> {
+        self.declared
+            .of(self.jobs[job].duration)
+            .map(|d| d.saturating_sub(self.rt[job].saved_work).max(1))
+    }
+
+    /// When a running `job` will have ended by its declaration (never before now: a run
+    /// slowed by its placement may overrun it); `None` when it declares nothing or waits.
+    pub fn expected_end(&self, job: usize) -> Option<u64> {
+        match self.rt[job].phase {
+            Phase::Running { start } => self
+                .declared_left(job)
+                .map(|d| start.saturating_add(d).max(self.now)),
+            _ => None,
         }
     }
 
@@ -180,6 +203,7 @@ impl<'a> Sim<'a> {
             started_at: self.now,
             preemptible: true,
             terminating: false,
+            ends_by: self.declared_left(job).map(|d| self.now.saturating_add(d)),
         };
         self.cluster
             .add_pod(placed)
@@ -228,6 +252,7 @@ impl<'a> Sim<'a> {
         let rt = &mut self.rt[job];
         rt.phase = Phase::Running { start: now };
         rt.first_start.get_or_insert(now);
+        self.running.insert(job);
         self.completions
             .push(Reverse((now + run, job, self.rt[job].attempt)));
         self.progress = true;
@@ -255,6 +280,7 @@ impl<'a> Sim<'a> {
             self.partial_gpus += gpus;
         }
         self.release(job);
+        self.running.remove(&job);
         self.preemptions += 1;
         self.rt[job].attempt += 1;
         self.rt[job].phase = Phase::Waiting;
@@ -291,6 +317,7 @@ impl<'a> Sim<'a> {
         self.running_gpus -= self.jobs[job].gpus;
         self.partial_gpus += self.jobs[job].gpus;
         self.release(job);
+        self.running.remove(&job);
         self.rt[job].phase = Phase::Done { end: self.now };
     }
 
@@ -356,6 +383,47 @@ pub struct RunLimits {
     /// Time-averaged metrics cover [first arrival, this second]: the arrival window, so that
     /// the long drain after the last arrival (equal for all policies) does not dilute them.
     pub metrics_until: u64,
+    /// What jobs declare of their run time (backfilling policies read it).
+    pub declared: DeclaredRuntimes,
+}
+
+/// The run time each job declares, as a Job's `activeDeadlineSeconds` would: an upper bound
+/// on its ideal run, known before it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeclaredRuntimes {
+    /// Every job declares its ideal run time exactly.
+    #[default]
+    Exact,
+    /// No job declares one.
+    None,
+    /// Every job declares this many times its ideal run time (users round limits up).
+    Factor(f64),
+}
+
+impl DeclaredRuntimes {
+    /// `exact`, `none`, or a factor >= 1.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "exact" => Ok(DeclaredRuntimes::Exact),
+            "none" => Ok(DeclaredRuntimes::None),
+            other => match other.parse::<f64>() {
+                Ok(f) if f.is_finite() && f >= 1.0 => Ok(DeclaredRuntimes::Factor(f)),
+                _ => Err(format!(
+                    "--declared-runtimes must be exact, none or a factor >= 1, got {other:?}"
+                )),
+            },
+        }
+    }
+
+    /// The declared run time of a job whose ideal run is `duration` seconds.
+    pub fn of(self, duration: u64) -> Option<u64> {
+        match self {
+            DeclaredRuntimes::Exact => Some(duration),
+            DeclaredRuntimes::None => None,
+            DeclaredRuntimes::Factor(f) => Some((duration as f64 * f).ceil() as u64),
+        }
+    }
 }
 
 /// What happened to one job under one policy.
@@ -425,12 +493,14 @@ pub fn run_with(
             .collect(),
         queue: BTreeSet::new(),
         classes: ClassIndex::default(),
+        running: BTreeSet::new(),
         priority_aware: policy.priority_aware(),
         free: vec![gpn; topo.names.len()],
         completions: BinaryHeap::new(),
         gang_job: HashMap::new(),
         slowdown,
         checkpoint_secs: limits.checkpoint_secs,
+        declared: limits.declared,
         running_gpus: 0,
         partial_gpus: 0,
         queued_high: 0,

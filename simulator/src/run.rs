@@ -246,6 +246,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         time_bound: last_arrival + (args.drain_days * 86400.0) as u64,
         checkpoint_secs: args.checkpoint_every,
         metrics_until: last_arrival.max(1),
+        declared: args.declared_runtimes()?,
     };
     let names = args.policy_names();
     progress.set_length((w.jobs.len() * 2 * names.len()) as u64);

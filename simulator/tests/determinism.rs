@@ -32,11 +32,11 @@ fn json_and_svg_are_written() {
     let paths = muster_sim::report::write(&dir, &r).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&paths[0]).unwrap()).unwrap();
-    assert_eq!(json["policies"].as_array().unwrap().len(), 3);
+    assert_eq!(json["policies"].as_array().unwrap().len(), 5);
     assert!(json["timings"].is_array());
     let svg = std::fs::read_to_string(&paths[1]).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<polyline").count(), 3, "one line per policy");
+    assert_eq!(svg.matches("<polyline").count(), 5, "one line per policy");
     let csv = std::fs::read_to_string(&paths[2]).unwrap();
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().ends_with("greedy_evictions"));

@@ -57,6 +57,7 @@ fn simulate(policy: &str, topo: &Topo, jobs: &[Job], setup: &QueueSetup) -> RunO
         time_bound: 1_000_000,
         checkpoint_secs: 0,
         metrics_until: 1000,
+        declared: Default::default(),
     };
     engine::run_with(
         p.as_mut(),

@@ -96,6 +96,45 @@ pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Prune
     }
 }
 
+/// Gangs left out that could backfill a reservation ending at `until`: of each class, the
+/// first that fit the free GPUs among those that end by then and among those that do not (a
+/// class splits in two once a reservation lets its short gangs use nodes the others cannot;
+/// within each part, the argument above holds). Empty when none was left out.
+pub(crate) fn backfillers(
+    sim: &Sim<'_>,
+    config: &PlannerConfig,
+    lowest: i32,
+    kept: &[usize],
+    until: u64,
+) -> Vec<usize> {
+    let free = sim.free_total();
+    let kept: HashSet<usize> = kept.iter().copied().collect();
+    let ends_in_time = |j: usize| {
+        sim.declared_left(j)
+            .is_some_and(|d| sim.now.saturating_add(d) <= until)
+    };
+    let mut more = Vec::new();
+    for (gpus, set) in sim.classes.of_priority(lowest) {
+        let Some(cap) = class_cap(sim, gpus, free, config) else {
+            continue;
+        };
+        for part in [true, false] {
+            let mut last = None;
+            let members = set.iter().filter(|k| ends_in_time(k.2) == part);
+            for (i, k) in members.enumerate() {
+                if i >= cap && last.is_some_and(|a| k.1 > a) {
+                    break;
+                }
+                last = Some(k.1);
+                if !kept.contains(&k.2) {
+                    more.push(k.2);
+                }
+            }
+        }
+    }
+    more
+}
+
 impl Pruned {
     /// Whether `plan` (of `gangs`, made from `self.jobs`) is the whole queue's: every gang left
     /// out that might have reserved nodes comes after all the reservations the plan could make.

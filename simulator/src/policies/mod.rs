@@ -1,9 +1,12 @@
-//! Scheduling policies compared on the same workload: Muster's core and two baselines.
+//! Scheduling policies compared on the same workload: Muster's core and four baselines
+//! (FIFO, per-pod greedy, EASY backfilling, Tiresias' least attained service).
 
+pub mod easy;
 pub mod fifo;
 pub mod greedy;
 mod hopeless;
 pub mod muster;
+pub mod tiresias;
 
 use crate::engine::{Sim, SimError};
 
@@ -16,13 +19,18 @@ pub trait Policy: Send {
 }
 
 /// Names accepted by `--policies`.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 7] = [
     "muster-queues",
     "muster-hard-quota",
     "muster",
+    "easy",
+    "tiresias",
     "fifo",
     "greedy",
 ];
+
+/// The policies of a run without queues, when `--policies` does not say.
+pub const DEFAULT: [&str; 5] = ["muster", "easy", "tiresias", "fifo", "greedy"];
 
 /// Policies that need queues (`--queues` or `--queue-file`).
 pub const QUEUE_POLICIES: [&str; 2] = ["muster-queues", "muster-hard-quota"];
@@ -42,10 +50,49 @@ pub fn by_name(name: &str, config: &muster::MusterConfig) -> Option<Box<dyn Poli
             trees?.hard.clone(),
         ))),
         "muster" => Some(Box::new(muster::Muster::new(config.clone()))),
+        "easy" => Some(Box::new(easy::Easy)),
+        "tiresias" => Some(Box::new(tiresias::Tiresias::default())),
         "fifo" => Some(Box::new(fifo::Fifo)),
         "greedy" => Some(Box::new(greedy::Greedy)),
         _ => None,
     }
+}
+
+/// First-fit nodes for pods of `sizes` on nodes with `free` GPUs (a node per pod, in pod
+/// order), or `None` if they do not all fit.
+pub(crate) fn first_fit(free: &[u32], sizes: &[u32]) -> Option<Vec<usize>> {
+    let mut free = free.to_vec();
+    let mut nodes = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let node = free.iter().position(|&f| f >= size)?;
+        free[node] -= size;
+        nodes.push(node);
+    }
+    Some(nodes)
+}
+
+/// Places every pod of a waiting `job` on `nodes` (one per pod, from [`first_fit`] over free
+/// GPUs), taking each node's lowest-index free GPUs, and starts it. False, with nothing placed,
+/// if a node lacks the GPUs.
+pub(crate) fn start_on(sim: &mut Sim<'_>, job: usize, nodes: &[usize]) -> Result<bool, SimError> {
+    let sizes = sim.rt[job].pod_sizes.clone();
+    let mut plan: Vec<(usize, usize, Vec<u32>)> = Vec::with_capacity(nodes.len());
+    for (pod, (&size, &node)) in sizes.iter().zip(nodes).enumerate() {
+        let taken: Vec<u32> = plan
+            .iter()
+            .filter(|(_, n, _)| *n == node)
+            .flat_map(|(_, _, g)| g.iter().copied())
+            .collect();
+        let Some(gpus) = first_gpus(sim, node, size, &taken) else {
+            return Ok(false);
+        };
+        plan.push((pod, node, gpus));
+    }
+    for (pod, node, gpus) in plan {
+        sim.place_pod(job, pod, node, gpus)?;
+    }
+    sim.start(job);
+    Ok(true)
 }
 
 /// Lowest-index free GPUs of `node` not in `taken`: the topology-blind baselines' choice.

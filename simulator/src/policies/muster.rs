@@ -172,9 +172,20 @@ impl Muster {
                 let lowest = *self
                     .lowest
                     .get_or_insert_with(|| sim.jobs.iter().map(|j| j.priority).min().unwrap_or(0));
-                let pruned = hopeless::prune(sim, planner, lowest);
-                let gangs: Vec<_> = pruned.jobs.iter().map(|&j| sim.gang(j)).collect();
-                let plan = sim.cluster.plan(&gangs, sim.now, planner);
+                let mut pruned = hopeless::prune(sim, planner, lowest);
+                let mut gangs: Vec<_> = pruned.jobs.iter().map(|&j| sim.gang(j)).collect();
+                let mut plan = sim.cluster.plan(&gangs, sim.now, planner);
+                // A reservation with a bounded start lets gangs that end in time backfill it:
+                // plan again with those of them the pruning left out.
+                let until = plan.waiting.iter().filter_map(|w| w.reserved_until).max();
+                if let Some(until) = until {
+                    let more = hopeless::backfillers(sim, planner, lowest, &pruned.jobs, until);
+                    if !more.is_empty() {
+                        gangs.extend(more.iter().map(|&j| sim.gang(j)));
+                        pruned.jobs.extend(more);
+                        plan = sim.cluster.plan(&gangs, sim.now, planner);
+                    }
+                }
                 if pruned.exact(&plan, planner, &gangs) {
                     head = pruned.jobs;
                     (gangs, plan)

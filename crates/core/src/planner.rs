@@ -343,6 +343,12 @@ pub(crate) fn reserve_noted(
             nodes.len(),
             if nodes.len() == 1 { "" } else { "s" }
         ));
+        if let Some(until) = until {
+            message.push_str(&format!(
+                " (it can start there within {}s; gangs that declare they end sooner may use them)",
+                until.saturating_sub(now)
+            ));
+        }
     }
     (nodes, until)
 }

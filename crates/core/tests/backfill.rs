@@ -50,6 +50,7 @@ fn a_gang_that_ends_before_the_reservation_can_start_backfills_it() {
     let big = plan.waiting_for(&gangs[0].key).unwrap();
     assert_eq!(big.reserved_nodes.len(), 2, "{}", big.message);
     assert_eq!(big.reserved_until, Some(3000));
+    assert!(big.message.contains("within 1100s"), "{}", big.message);
     let placed: Vec<&str> = plan
         .placements
         .iter()

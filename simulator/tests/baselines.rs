@@ -2,22 +2,13 @@
 //! head job's reservation; Tiresias runs the least-served jobs first, preempting freely but
 //! never for nothing.
 
-use muster_sim::engine::{self, DeclaredRuntimes, JobOutcome, RunLimits};
-use muster_sim::policies::{self, muster::MusterConfig};
-use muster_sim::slowdown::SlowdownModel;
+mod common;
+
+use common::{job, run_policy};
+use muster_sim::engine::{DeclaredRuntimes, JobOutcome, RunLimits};
+use muster_sim::policies::muster::MusterConfig;
 use muster_sim::topo::Topo;
 use muster_sim::workload::Job;
-
-fn job(id: usize, arrival: u64, duration: u64, gpus: u32) -> Job {
-    Job {
-        id,
-        arrival,
-        duration,
-        gpus,
-        queue: "q".into(),
-        priority: 0,
-    }
-}
 
 fn outcomes(
     policy: &str,
@@ -32,17 +23,7 @@ fn outcomes(
         metrics_until: jobs.last().unwrap().arrival.max(1),
         declared,
     };
-    let mut p = policies::by_name(policy, &MusterConfig::default()).unwrap();
-    let out = engine::run(
-        p.as_mut(),
-        &topo,
-        jobs,
-        &SlowdownModel::default(),
-        &limits,
-        || {},
-    )
-    .unwrap();
-    out.jobs
+    run_policy(policy, &MusterConfig::default(), &topo, jobs, &limits).jobs
 }
 
 fn start(o: &[JobOutcome], job: usize) -> u64 {

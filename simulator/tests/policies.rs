@@ -2,22 +2,12 @@
 
 mod common;
 
+use common::{job, run_policy};
+
 use muster_sim::engine::{self, RunLimits};
-use muster_sim::policies::{self, muster::MusterConfig};
-use muster_sim::slowdown::SlowdownModel;
+use muster_sim::policies::muster::MusterConfig;
 use muster_sim::topo::Topo;
 use muster_sim::workload::Job;
-
-fn job(id: usize, arrival: u64, duration: u64, gpus: u32) -> Job {
-    Job {
-        id,
-        arrival,
-        duration,
-        gpus,
-        queue: "q".into(),
-        priority: 0,
-    }
-}
 
 fn simulate(policy: &str, topo: &Topo, jobs: &[Job]) -> engine::RunOutput {
     simulate_with(policy, topo, jobs, 0)
@@ -31,26 +21,6 @@ fn simulate_with(policy: &str, topo: &Topo, jobs: &[Job], checkpoint: u64) -> en
         declared: Default::default(),
     };
     run_policy(policy, &MusterConfig::default(), topo, jobs, &limits)
-}
-
-/// One policy over `jobs` with this configuration and these limits, default slowdowns.
-fn run_policy(
-    policy: &str,
-    config: &MusterConfig,
-    topo: &Topo,
-    jobs: &[Job],
-    limits: &RunLimits,
-) -> engine::RunOutput {
-    let mut p = policies::by_name(policy, config).unwrap();
-    engine::run(
-        p.as_mut(),
-        topo,
-        jobs,
-        &SlowdownModel::default(),
-        limits,
-        || {},
-    )
-    .unwrap()
 }
 
 /// Two 8-GPU nodes. Four 4-GPU fillers occupy them; two 12-GPU jobs (pods 8 + 4) queue. As

@@ -64,7 +64,7 @@ async fn gangs_bind_whole_or_not_at_all() {
     .unwrap();
     pgs.create(&PostParams::default(), &pg).await.unwrap();
     create_pods(&client, "ml", gang("b", 5, 8, Gang::PodGroup("b"), None)).await;
-    let pg = muster_wait_podgroup(&pgs, "b", |pg| {
+    let pg = wait_podgroup(&pgs, "b", |pg| {
         pg.status
             .as_ref()
             .and_then(|s| s.message.as_deref())
@@ -85,30 +85,10 @@ async fn gangs_bind_whole_or_not_at_all() {
         .await
         .unwrap();
     wait_pods(&client, "ml", "b-", "gang b bound", |p| bound_count(p) == 5).await;
-    muster_wait_podgroup(&pgs, "b", |pg| {
+    wait_podgroup(&pgs, "b", |pg| {
         pg.status.as_ref().is_some_and(|s| s.scheduled == 5)
     })
     .await;
-}
-
-async fn muster_wait_podgroup(
-    api: &Api<PodGroup>,
-    name: &str,
-    done: impl Fn(&PodGroup) -> bool,
-) -> PodGroup {
-    let started = std::time::Instant::now();
-    loop {
-        let pg = api.get(name).await.unwrap();
-        if done(&pg) {
-            return pg;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "PodGroup {name}: {:?}",
-            pg.status
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,7 +325,7 @@ async fn topology_choice_and_bad_input() {
         vec![member("short-0", Gang::PodGroup("short"), 1, None)],
     )
     .await;
-    let pg = muster_wait_podgroup(&pgs, "short", |pg| {
+    let pg = wait_podgroup(&pgs, "short", |pg| {
         pg.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()

@@ -568,3 +568,24 @@ pub fn kubectl_muster(
     );
     stdout
 }
+
+/// Waits until the Muster PodGroup `name` satisfies `done`.
+pub async fn wait_podgroup(
+    api: &Api<muster_crds::PodGroup>,
+    name: &str,
+    done: impl Fn(&muster_crds::PodGroup) -> bool,
+) -> muster_crds::PodGroup {
+    let started = std::time::Instant::now();
+    loop {
+        let pg = api.get(name).await.unwrap();
+        if done(&pg) {
+            return pg;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "PodGroup {name}: {:?}",
+            pg.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

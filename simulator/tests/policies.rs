@@ -273,3 +273,53 @@ fn a_long_queue_is_handed_to_the_core_only_as_far_as_the_free_gpus_reach() {
         "{planned} gangs planned in {cycles} cycles"
     );
 }
+
+/// With a reservation whose start is bounded by declared run times, the gangs that end in
+/// time backfill it; handing the core only the pruned queue (plus those backfillers) gives
+/// every job the fate planning the whole queue gives.
+#[test]
+fn pruning_keeps_the_gangs_that_backfill_a_reservation() {
+    let topo = Topo::new("dgx-a100", 2, None).unwrap();
+    // 12 GPUs busy until t=20,000; a 16-GPU job waits from t=1 and reserves both nodes at
+    // t=1801; 1-GPU jobs keep arriving, short and long, alternating.
+    let mut jobs = vec![job(0, 0, 20_000, 12), job(1, 1, 5_000, 16)];
+    jobs.extend((2..400).map(|i| {
+        let duration = if i % 2 == 0 { 600 } else { 50_000 };
+        job(i, 2 + i as u64 * 50, duration, 1)
+    }));
+    let limits = RunLimits {
+        time_bound: 10_000_000,
+        checkpoint_secs: 0,
+        metrics_until: jobs.last().unwrap().arrival,
+        declared: Default::default(),
+    };
+    let outcome = |keep_hopeless: bool| {
+        let config = MusterConfig {
+            keep_hopeless,
+            ..MusterConfig::default()
+        };
+        let out = run_policy("muster", &config, &topo, &jobs, &limits);
+        out.jobs
+            .iter()
+            .map(|j| (j.job, j.first_start, j.end))
+            .collect::<Vec<_>>()
+    };
+    let pruned = outcome(false);
+    assert_eq!(pruned, outcome(true));
+    let big_start = pruned[1].1.unwrap();
+    let backfilled: Vec<_> = pruned[2..]
+        .iter()
+        .filter(|(_, start, _)| start.is_some_and(|s| s > 1_801 && s < big_start))
+        .collect();
+    assert!(
+        !backfilled.is_empty(),
+        "short jobs backfill before t={big_start}"
+    );
+    // None of them delays the reserved gang: each ended by the time it started.
+    for (job, _, end) in backfilled {
+        assert!(
+            end.is_some_and(|e| e <= big_start),
+            "job {job} ran past {big_start}"
+        );
+    }
+}

@@ -25,8 +25,7 @@ pub fn chart_dir() -> PathBuf {
 }
 
 pub fn tool(name: &str) -> PathBuf {
-    let dir = muster_testcluster::bin_dir().expect("tools cache (tests/tools/build.sh)");
-    let path = dir.join(name);
+    let path = muster_testcluster::tool(name).expect("tools cache (tests/tools/build.sh)");
     assert!(path.exists(), "{} is missing", path.display());
     path
 }

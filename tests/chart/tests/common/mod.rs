@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod host;
+pub mod monitoring;
 pub mod tls;
 
 use serde_yaml::Value;

@@ -310,6 +310,7 @@ async fn prometheus_serves_every_panel_and_rule_and_fires_on_xid_79() {
     // XID 79 on one GPU of the second node, delivered by the fake NVML a few seconds after the
     // restarted agent's NVML init. The agent keeps its port, so it is the same scrape target.
     let xid_node = &names[1];
+    let xid_gpu = XID_GPU.to_string();
     let mut fixture =
         serde_json::to_value(builtin(FIXTURE).expect("fixture")).expect("fixture json");
     fixture["script"] = json!([{"atSeconds": 3.0, "gpu": XID_GPU, "xid": 79}]);
@@ -325,7 +326,7 @@ async fn prometheus_serves_every_panel_and_rule_and_fires_on_xid_79() {
                 a["labels"]["alertname"] == "MusterGpuXidError"
                     && a["state"] == "firing"
                     && a["labels"]["Hostname"] == xid_node.as_str()
-                    && a["labels"]["gpu"] == XID_GPU.to_string()
+                    && a["labels"]["gpu"] == xid_gpu.as_str()
             })
             .then_some(())
     })
@@ -344,7 +345,7 @@ async fn prometheus_serves_every_panel_and_rule_and_fires_on_xid_79() {
             .any(|a| {
                 a["labels"]["alertname"] == "MusterGpuUnhealthy"
                     && a["labels"]["Hostname"] == xid_node.as_str()
-                    && a["labels"]["gpu"] == XID_GPU.to_string()
+                    && a["labels"]["gpu"] == xid_gpu.as_str()
             })
             .then_some(())
     })

@@ -123,11 +123,4 @@ impl NodeStack {
             ],
         ));
     }
-
-    pub fn agent_log(&self) -> String {
-        self.agent
-            .as_ref()
-            .map(AgentProcess::log_text)
-            .unwrap_or_default()
-    }
 }

@@ -317,37 +317,34 @@ async fn prometheus_serves_every_panel_and_rule_and_fires_on_xid_79() {
     let fixture_path = tmp.path().join("xid79.json");
     std::fs::write(&fixture_path, fixture.to_string()).expect("writing the XID fixture");
     nodes[1].start_agent(&bins, fixture_path.to_str().expect("UTF-8 path"), 2);
-    prom.wait("MusterGpuXidError firing for the GPU", || async {
-        let alerts = prom.api("alerts").await.ok()?;
-        alerts["alerts"]
-            .as_array()?
-            .iter()
-            .any(|a| {
-                a["labels"]["alertname"] == "MusterGpuXidError"
-                    && a["state"] == "firing"
-                    && a["labels"]["Hostname"] == xid_node.as_str()
-                    && a["labels"]["gpu"] == xid_gpu.as_str()
-            })
-            .then_some(())
+    let alert = |name: &'static str, states: &'static [&'static str]| {
+        let (node, gpu) = (xid_node.as_str(), xid_gpu.as_str());
+        async move {
+            let alerts = prom.api("alerts").await.ok()?;
+            alerts["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == name
+                        && states.iter().any(|s| a["state"] == *s)
+                        && a["labels"]["Hostname"] == node
+                        && a["labels"]["gpu"] == gpu
+                })
+                .then_some(())
+        }
+    };
+    prom.wait("MusterGpuXidError firing for the GPU", || {
+        alert("MusterGpuXidError", &["firing"])
     })
     .await;
     prom.wait("the Unhealthy GPUs panel showing the GPU", || async {
         (unhealthy_gpus(prom, d).await == Some(1.0)).then_some(())
     })
     .await;
-    // MusterGpuUnhealthy waits 5 minutes before firing (longer than this test waits); it is
-    // at least pending.
-    prom.wait("MusterGpuUnhealthy pending for the GPU", || async {
-        let alerts = prom.api("alerts").await.ok()?;
-        alerts["alerts"]
-            .as_array()?
-            .iter()
-            .any(|a| {
-                a["labels"]["alertname"] == "MusterGpuUnhealthy"
-                    && a["labels"]["Hostname"] == xid_node.as_str()
-                    && a["labels"]["gpu"] == xid_gpu.as_str()
-            })
-            .then_some(())
+    // MusterGpuUnhealthy waits 5 minutes before firing (longer than this test usually takes);
+    // it is at least pending.
+    prom.wait("MusterGpuUnhealthy pending for the GPU", || {
+        alert("MusterGpuUnhealthy", &["pending", "firing"])
     })
     .await;
 

@@ -7,12 +7,11 @@ use super::common::tool;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub mod node;
 
-/// Bound for waits ("soon"), not a performance assertion.
-pub const DEADLINE: Duration = Duration::from_secs(120);
+/// Bound for waits ("soon"), not a performance assertion: the e2e helpers' bound.
+pub use crate::agent_common::DEADLINE;
 
 /// One scrape job: targets (`127.0.0.1:port`) and the labels the chart's ServiceMonitors would
 /// give them (`job`, `endpoint`, `namespace`), so the rules' selectors match as in a cluster.
@@ -129,23 +128,13 @@ impl Prometheus {
     }
 
     /// Polls `f` until it yields, panicking with `what` and the log tail after [`DEADLINE`].
-    pub async fn wait<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    pub async fn wait<T, F, Fut>(&self, what: &str, f: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = f().await {
-                return v;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "gave up waiting for {what}; prometheus log:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let context = || format!("prometheus log:\n{}", self.log_tail());
+        crate::agent_common::eventually(what, context, f).await
     }
 }
 
@@ -166,24 +155,12 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// `GET path` on 127.0.0.1:port as HTTP/1.0, so the answer is neither chunked nor kept alive:
-/// (status, body).
+/// `GET path` on 127.0.0.1:port as HTTP/1.0, so the answer is neither chunked (Go chunks
+/// HTTP/1.1 answers above 2 KiB) nor kept alive: (status, body).
 async fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::muster::exchange(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+    .await
 }

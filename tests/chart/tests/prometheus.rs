@@ -18,7 +18,8 @@ mod pod_resources;
 
 use common::monitoring::{all_rules, dashboard, dashboard_exprs, rule_groups};
 use k8s_openapi::api::core::v1::Pod;
-use muster::{Gang, create_pods, gang, muster_queue, node_of, planned_with, wait_pods};
+use muster::queues::{muster_queue, planned_with};
+use muster::{Gang, create_pods, gang, node_of, wait_pods};
 use muster_api::machines::builtin;
 use muster_api::names::{ANNOTATION_GPU_IDS, LABEL_QUEUE};
 use muster_testcluster::NodeSpec;

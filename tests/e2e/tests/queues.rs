@@ -10,6 +10,7 @@ mod muster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use muster::queues::{muster_queue, planned_with};
 use muster::*;
 use muster_crds::compat::volcano;
 use muster_testcluster::{NodeSpec, TestCluster};

@@ -5,6 +5,22 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+/// Label values the counters below are incremented with (see their call sites). They are
+/// created at 0 at start-up: otherwise a counter has no series until its first event, and a
+/// rate over it ("errors per verb", "evictions by result") is an empty result, not 0 - the
+/// dashboard shows "No data" and an alert cannot tell "none" from "not scraped".
+const EXTENDER_ERRORS: [(&str, &str); 7] = [
+    ("filter", "bad_request"),
+    ("prioritize", "bad_request"),
+    ("preempt", "bad_request"),
+    ("bind", "bad_request"),
+    ("filter", "forged"),
+    ("bind", "forged"),
+    ("bind", "refused"),
+];
+const EVICTION_RESULTS: [&str; 4] = ["evicted", "refused", "gone", "failed"];
+const GANG_ATTEMPT_RESULTS: [&str; 3] = ["placed", "waiting", "preempting"];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -217,6 +233,15 @@ impl Metrics {
         m.registry.register(Box::new(m.fast_placements.clone()))?;
         m.registry.register(Box::new(m.nominations.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
+        for labels in EXTENDER_ERRORS {
+            m.extender_errors.with_label_values(&[labels.0, labels.1]);
+        }
+        for result in EVICTION_RESULTS {
+            m.evictions.with_label_values(&[result]);
+        }
+        for result in GANG_ATTEMPT_RESULTS {
+            m.gang_attempts.with_label_values(&[result]);
+        }
         Ok(m)
     }
 
@@ -226,5 +251,23 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_by_known_labels_start_at_zero() {
+        let text = Metrics::new().unwrap().render();
+        for series in [
+            r#"muster_extender_errors_total{kind="bad_request",verb="filter"} 0"#,
+            r#"muster_extender_errors_total{kind="refused",verb="bind"} 0"#,
+            r#"muster_evictions_total{result="evicted"} 0"#,
+            r#"muster_gang_scheduling_attempts_total{result="placed"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == series), "no {series} in\n{text}");
+        }
     }
 }

@@ -6,9 +6,9 @@
 #   bash tests/tools/build.sh [all|core]
 #
 # `core` builds what the Rust test harness needs (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok); `all` (default) adds helm and promtool. The cache lives outside the repo
-# so CI clones on one machine share it; <key> hashes the pinned versions and the committed
-# go.mod/go.sum files, so bumping a version builds into a fresh directory.
+# kube-scheduler, kwok); `all` (default) adds helm, promtool and prometheus. The cache lives
+# outside the repo so CI clones on one machine share it; <key> hashes the pinned versions and the
+# committed go.mod/go.sum files, so bumping a version builds into a fresh directory.
 set -euo pipefail
 
 # Bump when the build flags below change in a way that should invalidate cached binaries.
@@ -30,7 +30,7 @@ out="$root/$key"
 bin="$out/bin"
 
 core_tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-all_tools=("${core_tools[@]}" helm promtool)
+all_tools=("${core_tools[@]}" helm promtool prometheus)
 if [ "$what" = core ]; then wanted=("${core_tools[@]}"); else wanted=("${all_tools[@]}"); fi
 
 complete() {
@@ -143,13 +143,16 @@ if [ "$what" = all ]; then
   done
   build helm helm.sh/helm/v3/cmd/helm helm "$helm_ld"
 
-  # --- promtool: module v0.3MM.P is Prometheus v3.MM.P.
+  # --- promtool and the prometheus server: module v0.3MM.P is Prometheus v3.MM.P.
   prom_minor="$(echo "$PROMETHEUS_MODULE_VERSION" | cut -d. -f2)"
   prom_version="3.$((10#${prom_minor:1})).$(echo "$PROMETHEUS_MODULE_VERSION" | cut -d. -f3)"
   pv=github.com/prometheus/common/version
   prom_ld="-X $pv.Version=$prom_version -X $pv.Branch=HEAD -X $pv.BuildUser=muster"
   prom_ld+=" -X $pv.BuildDate=$(commit_time promtool github.com/prometheus/prometheus)"
   build promtool github.com/prometheus/prometheus/cmd/promtool promtool "$prom_ld"
+  # The server's web UI assets are embedded only with the `builtinassets` tag (upstream's
+  # Makefile compresses them first); the tests use its HTTP API, which needs none.
+  build promtool github.com/prometheus/prometheus/cmd/prometheus prometheus "$prom_ld"
 fi
 
 complete || die "some tools are still missing in $bin"

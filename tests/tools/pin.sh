@@ -74,10 +74,12 @@ write_module helm muster.dev/tools/helm "$(awk '$1=="go"{print $2; exit}' "$helm
   "$(printf 'tool helm.sh/helm/v3/cmd/helm\n\nrequire helm.sh/helm/v3 %s\n%s' "$HELM_VERSION" \
     "$(directive_lines replace "$helm_mod" | sed 's/^/replace /')")"
 
-# --- promtool: repeat Prometheus' own replace/exclude lines (a wrapper does not inherit them).
+# --- promtool and the prometheus server (one wrapper: both commands of the same module, so they
+# resolve the same dependency versions): repeat Prometheus' own replace/exclude lines (a wrapper
+# does not inherit them).
 prom_mod="$(proxy_gomod "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION")"
 write_module promtool muster.dev/tools/promtool "$(awk '$1=="go"{print $2; exit}' "$prom_mod")" \
-  "$(printf 'tool github.com/prometheus/prometheus/cmd/promtool\n\nrequire github.com/prometheus/prometheus %s\n%s\n%s' \
+  "$(printf 'tool (\n\tgithub.com/prometheus/prometheus/cmd/prometheus\n\tgithub.com/prometheus/prometheus/cmd/promtool\n)\n\nrequire github.com/prometheus/prometheus %s\n%s\n%s' \
     "$PROMETHEUS_MODULE_VERSION" \
     "$(directive_lines replace "$prom_mod" | sed 's/^/replace /')" \
     "$(directive_lines exclude "$prom_mod" | sed 's/^/exclude /')")"

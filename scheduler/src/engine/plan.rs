@@ -140,6 +140,11 @@ impl Engine {
                 );
             }
         }
+        // Queues with nothing waiting report 0 (not no series), so the dashboard's pending
+        // gangs per queue shows every queue.
+        for q in &plan.queues {
+            pending_by_queue.entry(q.name.clone()).or_default();
+        }
         self.metrics.pending_gangs.reset();
         for (q, n) in pending_by_queue {
             self.metrics.pending_gangs.with_label_values(&[&q]).set(n);

@@ -96,6 +96,11 @@ pub(super) fn record_metrics(metrics: &Metrics, statuses: &[QueueStatus]) {
         sync_gauges(vec, want);
     }
     sync_gauges(&q.share, &share);
+    // Every queue has a reclaim counter from its first round (0 until it reclaims), so a rate
+    // per queue is 0 rather than no series; counters of deleted queues stay, as counters do.
+    for s in statuses {
+        q.reclaims.with_label_values(&[&s.name]);
+    }
     for (vec, want) in [&q.pending_gangs, &q.running_gangs].into_iter().zip(&gangs) {
         sync_gauges(vec, want);
     }

@@ -174,6 +174,9 @@ async fn queue_metrics_follow_the_round() {
         m(r#"muster_queue_running_gangs{queue="team-a"}"#),
         Some(2.0)
     );
+    // Nothing waiting, nothing reclaimed: 0, not an absent series.
+    assert_eq!(m(r#"muster_pending_gangs{queue="team-a"}"#), Some(0.0));
+    assert_eq!(m(r#"muster_reclaims_total{queue="team-a"}"#), Some(0.0));
     let share = m(r#"muster_queue_share{queue="team-a"}"#).unwrap();
     assert!(
         share > 1.0,

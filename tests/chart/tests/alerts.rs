@@ -2,23 +2,9 @@
 //! unit tests, and every expression refers to metrics Muster or the agent really exports.
 
 mod common;
+use common::monitoring::{all_rules as alerts, rule_groups, write_rules};
 use common::*;
-use serde_yaml::Value;
 use std::process::Command;
-
-fn rule_groups() -> Value {
-    let objs = objects(&["metrics.prometheusRule.enabled=true"]);
-    let rule = one(&objs, "PrometheusRule", "muster");
-    let mut file = serde_yaml::Mapping::new();
-    file.insert("groups".into(), rule["spec"]["groups"].clone());
-    Value::Mapping(file)
-}
-
-fn write_rules(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("rules.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&rule_groups()).unwrap()).unwrap();
-    path
-}
 
 fn promtool(args: &[&str]) -> (bool, String) {
     let out = Command::new(tool("promtool"))
@@ -29,15 +15,6 @@ fn promtool(args: &[&str]) -> (bool, String) {
         out.status.success(),
         format!("{}{}", text(&out.stdout), text(&out.stderr)),
     )
-}
-
-fn alerts() -> Vec<Value> {
-    rule_groups()["groups"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_sequence().unwrap().clone())
-        .collect()
 }
 
 #[test]

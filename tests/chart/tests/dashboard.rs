@@ -2,34 +2,9 @@
 //! (checked by promtool as recording rules) and refers to metrics Muster or the agent export.
 
 mod common;
+use common::monitoring::{dashboard, dashboard_exprs as exprs};
 use common::*;
-use serde_json::Value as Json;
 use std::process::Command;
-
-fn dashboard() -> Json {
-    let objs = objects(&[]);
-    let cm = one(&objs, "ConfigMap", "muster-dashboard");
-    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
-    let text = cm["data"]["muster.json"].as_str().expect("muster.json");
-    serde_json::from_str(text).expect("dashboard JSON parses")
-}
-
-/// (panel title, expr) of every query panel.
-fn exprs(d: &Json) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().unwrap() {
-        if p["type"] == "row" {
-            continue;
-        }
-        let title = p["title"].as_str().unwrap().to_string();
-        let targets = p["targets"].as_array().expect("panel targets");
-        assert!(!targets.is_empty(), "panel {title} has no query");
-        for t in targets {
-            out.push((title.clone(), t["expr"].as_str().unwrap().to_string()));
-        }
-    }
-    out
-}
 
 #[test]
 fn dashboard_panels_use_real_metrics() {

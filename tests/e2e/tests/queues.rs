@@ -10,6 +10,7 @@ mod muster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use muster::queues::{muster_queue, planned_with};
 use muster::*;
 use muster_crds::compat::volcano;
 use muster_testcluster::{NodeSpec, TestCluster};
@@ -27,40 +28,6 @@ async fn cluster() -> (TestCluster, Extender) {
     let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 8)], &[]).await;
     namespace(&cluster.client(), NS).await;
     (cluster, ext)
-}
-
-async fn muster_queue(client: &Client, name: &str, spec: Value) {
-    let api: Api<muster_crds::Queue> = Api::all(client.clone());
-    let q = serde_json::from_value(json!({
-        "apiVersion": "muster.dev/v1alpha1", "kind": "Queue",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("Queue json");
-    api.create(&PostParams::default(), &q)
-        .await
-        .expect("create Queue");
-}
-
-/// Waits until the extender's rounds plan with these queues (their series are exported). A
-/// Queue and a pod created right after it reach the extender through separate watches, so a
-/// pod may be planned before its queue is seen: like users, tests create queues first and
-/// submit work once the scheduler shows them.
-async fn planned_with(ext: &Extender, queues: &[&str]) {
-    poll("the extender planning with the queues", || async move {
-        let (_, body) = http(ext.metrics_port, "GET", "/metrics", "")
-            .await
-            .map_err(|e| e.to_string())?;
-        let missing: Vec<&&str> = queues
-            .iter()
-            .filter(|q| !body.contains(&format!("muster_queue_running_gangs{{queue=\"{q}\"}}")))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("not yet planned with {missing:?}"))
-        }
-    })
-    .await;
 }
 
 /// A gang of `n` whole-node members (8 GPUs each) in `queue`, by the pod label.

@@ -37,4 +37,4 @@ pub use error::{Error, Result};
 pub use nodes::{KWOK_NODE_ANNOTATION, KWOK_TYPE_LABEL, NodeSpec};
 pub use operators::OperatorBuild;
 pub use scheduler::SchedulerConfig;
-pub use tools::{TOOLS_BIN_ENV, bin_dir, build_script};
+pub use tools::{TOOLS_BIN_ENV, bin_dir, build_script, tool};

@@ -43,6 +43,34 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Path of one of build.sh's tools (the `core` set, or helm, promtool, prometheus of `all`).
+///
+/// The `core` directory is tried first; a tool only `all` builds (helm, promtool, prometheus)
+/// makes build.sh build the `all` set into the same directory on first use, so a test needing
+/// one works on a fresh machine too.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if path.exists() || std::env::var_os(TOOLS_BIN_ENV).is_some() {
+        return Ok(path);
+    }
+    static ALL: Mutex<Option<PathBuf>> = Mutex::new(None);
+    // As in bin_dir: a poisoned lock only means another test panicked while building.
+    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = match all.as_ref() {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = run_script(
+                &build_script(),
+                &["all"],
+                "locating helm/promtool/prometheus (builds them on first use)",
+            )?;
+            *all = Some(dir.clone());
+            dir
+        }
+    };
+    Ok(dir.join(name))
+}
+
 /// Stage configuration for kwok that build.sh extracted next to the bin directory.
 pub fn stages_file(bin_dir: &Path) -> PathBuf {
     bin_dir

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod host;
+pub mod monitoring;
 pub mod tls;
 
 use serde_yaml::Value;
@@ -25,8 +26,7 @@ pub fn chart_dir() -> PathBuf {
 }
 
 pub fn tool(name: &str) -> PathBuf {
-    let dir = muster_testcluster::bin_dir().expect("tools cache (tests/tools/build.sh)");
-    let path = dir.join(name);
+    let path = muster_testcluster::tool(name).expect("tools cache (tests/tools/build.sh)");
     assert!(path.exists(), "{} is missing", path.display());
     path
 }

@@ -63,7 +63,9 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Runs `agent` for `node` against the fake NVML with `fixture` (name or JSON path).
+    /// Runs `agent` for `node` against the fake NVML with `fixture` (name or JSON path). Unless
+    /// `extra_args` set them, metrics go to an ephemeral port and there is no kubelet
+    /// pod-resources socket.
     pub fn start(
         agent: &Path,
         fake_nvml: &Path,
@@ -75,6 +77,10 @@ impl AgentProcess {
     ) -> AgentProcess {
         let out = std::fs::File::create(&log).expect("agent log file");
         let err = out.try_clone().expect("agent log file");
+        let default = |flag: &'static str, value: &'static str| {
+            let given = extra_args.contains(&flag);
+            if given { vec![] } else { vec![flag, value] }
+        };
         let mut cmd = Command::new(agent);
         cmd.arg("--node-name")
             .arg(node)
@@ -82,8 +88,11 @@ impl AgentProcess {
             .arg(fake_nvml)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--pod-resources-socket", "/nonexistent/kubelet.sock"])
+            .args(default("--metrics-addr", "127.0.0.1:0"))
+            .args(default(
+                "--pod-resources-socket",
+                "/nonexistent/kubelet.sock",
+            ))
             .args(extra_args)
             .env("MUSTER_FAKE_NVML_FIXTURE", fixture)
             .env("MUSTER_FAKE_NVML_NODE", node)

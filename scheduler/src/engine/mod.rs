@@ -15,6 +15,8 @@
 mod actions;
 mod fast;
 mod lifecycle;
+#[cfg(test)]
+mod nominate_tests;
 mod plan;
 mod queues;
 #[cfg(test)]
@@ -96,6 +98,9 @@ struct State {
     /// replaced.
     round_running: bool,
     base: Option<Base>,
+    /// Whether the last round found nominations worth their cost (see
+    /// `plan::nominations_pay`); the fast path follows it until the next round.
+    nominate_now: bool,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
     /// Gangs the last round left waiting only for members: the fast path may place them as

@@ -102,18 +102,22 @@ pub(super) async fn evict(
 
 /// Touches waiting members of a newly planned gang so kube-scheduler retries them now instead
 /// of after its unschedulable-queue timeout.
+/// All at once: the gang binds only when its last member is retried.
 pub(super) async fn nudge(client: Client, pods: Vec<(String, String, String)>) {
-    for (ns, name, node) in pods {
+    let writes = pods.into_iter().map(|(ns, name, node)| {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {"muster.dev/planned-node": node}}});
-        if let Err(e) = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::debug!(pod = %name, error = %e, "nudging planned pod");
+        async move {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {"muster.dev/planned-node": node}}});
+            if let Err(e) = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "nudging planned pod");
+            }
         }
-    }
+    });
+    futures::future::join_all(writes).await;
 }
 
 /// Sets `status.nominatedNodeName` on planned members kube-scheduler has not asked about yet.

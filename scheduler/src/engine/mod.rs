@@ -98,6 +98,9 @@ struct State {
     /// replaced.
     round_running: bool,
     base: Option<Base>,
+    /// The last round has a gang preempting or waiting for its victims to terminate: the
+    /// background loop answers cache changes at once (see `run_background`).
+    awaiting_victims: bool,
     /// Whether the last round found nominations worth their cost (see
     /// `plan::nominations_pay`); the fast path follows it until the next round.
     nominate_now: bool,
@@ -142,6 +145,9 @@ const MIN_BACKGROUND_REPLAN: Duration = Duration::from_millis(500);
 /// on a large, busy cluster a round costs ~100 ms of a core the API server also needs, and
 /// gangs completing in between are placed by the fast path.
 const ROUND_SPACING_FACTOR: u32 = 5;
+
+/// While a gang waits for its victims to go, background rounds at most this often.
+const MIN_VICTIM_REPLAN: Duration = Duration::from_millis(50);
 
 /// While gangs wait, a round runs at least this often even if nothing changed.
 const TIMED_REPLAN: Duration = Duration::from_secs(5);
@@ -426,8 +432,12 @@ impl Engine {
                 _ = self.cache.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            // Let bursts of events settle into one round.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Let bursts of events settle into one round, unless a gang waits for its victims:
+            // their deletion is what it waits for, and every round later is time it is kept
+            // from running (kube-scheduler only retries it once the round plans and touches it).
+            if !self.state.lock().await.awaiting_victims {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let mut st = self.state.lock().await;
             if !self.is_leader() && !st.round_running {
                 // A new leader plans from scratch; waiting binds are released with an error
@@ -441,7 +451,12 @@ impl Engine {
                 continue;
             }
             self.expire(&mut st);
-            let spacing = MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR);
+            let spacing = if st.awaiting_victims {
+                // Still bounded by the round's own cost: victims leave one event at a time.
+                MIN_VICTIM_REPLAN.max(st.last_round_took)
+            } else {
+                MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR)
+            };
             let recent = st.last_replan.is_some_and(|t| t.elapsed() < spacing);
             let changed = self.cache.generation() != st.planned_generation;
             // Waits can end with time alone (reservations, schedule timeouts).

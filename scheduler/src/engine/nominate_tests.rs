@@ -1,6 +1,7 @@
-//! When a round nominates planned pods: only while every waiting pod can still find room,
-//! since kube-scheduler re-filters waiting pods on every node, each outstanding nomination
-//! included (see `plan::nominations_pay`).
+//! What a round leaves for kube-scheduler and the background loop: planned pods are nominated
+//! only while every waiting pod can still find room, since kube-scheduler re-filters waiting
+//! pods on every node, each outstanding nomination included (see `plan::nominations_pay`); a
+//! gang waiting for its victims makes the background loop answer their deletion at once.
 
 use super::*;
 use crate::cache::CacheObjects;
@@ -20,7 +21,12 @@ fn node(name: &str) -> k8s_openapi::api::core::v1::Node {
 
 /// Pending member `i` of gang `gang` (2 members of 4 GPUs each).
 fn member(gang: &str, i: u32) -> Pod {
-    serde_json::from_value(json!({
+    with_priority(gang, i, 0, None)
+}
+
+/// Member `i` of gang `gang` with `priority`, running on `node` or pending.
+fn with_priority(gang: &str, i: u32, priority: i32, node: Option<&str>) -> Pod {
+    let mut pod: Pod = serde_json::from_value(json!({
         "metadata": {
             "name": format!("{gang}-{i}"), "namespace": "ml", "uid": format!("uid-{gang}-{i}"),
             "resourceVersion": "1", "creationTimestamp": status::rfc3339(now_secs()),
@@ -30,17 +36,27 @@ fn member(gang: &str, i: u32) -> Pod {
             "schedulerName": "muster",
             "containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "4", "cpu": "1"}}}],
         },
-        "status": {"phase": "Pending"},
+        "status": {"phase": if node.is_some() { "Running" } else { "Pending" }},
     }))
-    .unwrap()
+    .unwrap();
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.priority = Some(priority);
+        spec.node_name = node.map(str::to_string);
+    }
+    pod
 }
 
 /// Two 8-GPU nodes (room for two gangs) and `gangs` pending gangs; nomination on.
 fn engine(gangs: &[&str]) -> Arc<Engine> {
-    let pods = gangs
-        .iter()
-        .flat_map(|g| [member(g, 0), member(g, 1)])
-        .collect();
+    engine_with(
+        gangs
+            .iter()
+            .flat_map(|g| [member(g, 0), member(g, 1)])
+            .collect(),
+    )
+}
+
+fn engine_with(pods: Vec<Pod>) -> Arc<Engine> {
     let cache = Cache::from_objects(CacheObjects {
         nodes: vec![node("n1"), node("n2")],
         pods,
@@ -100,4 +116,30 @@ async fn no_nominations_while_a_gang_waits_for_room() {
         st.verdicts.get(&GangKey::new("ml", "c")),
         Some(Answer::Wait { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_gang_waiting_for_its_victims_keeps_the_background_loop_prompt() {
+    // Both nodes run low-priority gangs; a high-priority gang arrives.
+    let engine = engine_with(vec![
+        with_priority("low1", 0, 10, Some("n1")),
+        with_priority("low1", 1, 10, Some("n1")),
+        with_priority("low2", 0, 10, Some("n2")),
+        with_priority("low2", 1, 10, Some("n2")),
+        with_priority("high", 0, 1000, None),
+        with_priority("high", 1, 1000, None),
+    ]);
+    engine.round(None).await;
+    let st = engine.state.lock().await;
+    assert_eq!(st.evicting.len(), 2, "one whole low gang is evicted");
+    assert!(st.awaiting_victims);
+    assert!(
+        !st.nominate_now,
+        "a preempting gang is retried until its victims are gone"
+    );
+    drop(st);
+    // Once nothing waits for victims, the loop settles bursts again.
+    let quiet = engine_with(vec![member("a", 0), member("a", 1)]);
+    quiet.round(None).await;
+    assert!(!quiet.state.lock().await.awaiting_victims);
 }

@@ -109,6 +109,18 @@ impl Engine {
             .flat_map(|g| &g.pending)
             .map(|m| u64::from(m.resources.gpus))
             .sum();
+        // Victims of Muster's own evictions only: pods deleted by others (a finished job)
+        // also count as terminating for the planner, and those need no hurry.
+        let evicted_lately = st
+            .evicting
+            .values()
+            .any(|t| t.elapsed() < Duration::from_secs(30));
+        st.awaiting_victims = !plan.preemptions.is_empty()
+            || (evicted_lately
+                && plan
+                    .waiting
+                    .iter()
+                    .any(|w| w.reason == WaitReason::WaitingForVictims));
         st.nominate_now = nominations_pay(
             waiting_gpus,
             snap.cluster.free_gpu_total().saturating_sub(placed_gpus),

@@ -38,10 +38,16 @@ pub(super) async fn evict(
             },
             ..Default::default()
         };
-        let mut refused = None;
-        for (ns, name) in &pods {
+        // Every member's dry run at once (one after the other, they took ~0.5 s for a gang of
+        // 8); none is evicted unless every one passed.
+        let checks = futures::future::join_all(pods.iter().map(|(ns, name)| {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            let checked = api.evict(name, &dry).await;
+            let dry = &dry;
+            async move { api.evict(name, dry).await }
+        }))
+        .await;
+        let mut refused = None;
+        for ((ns, name), checked) in pods.iter().zip(checks) {
             tracing::debug!(victim = %gang, pod = %name, ok = checked.is_ok(), "eviction validated");
             match checked {
                 Ok(_) => {}

@@ -143,3 +143,17 @@ async fn a_gang_waiting_for_its_victims_keeps_the_background_loop_prompt() {
     quiet.round(None).await;
     assert!(!quiet.state.lock().await.awaiting_victims);
 }
+
+#[test]
+fn a_change_inside_the_spacing_is_planned_when_it_ends_not_dropped() {
+    let spacing = Duration::from_millis(500);
+    let ms = Duration::from_millis;
+    assert_eq!(
+        round_due(true, Some(ms(200)), spacing, false),
+        Some(ms(300))
+    );
+    assert_eq!(round_due(true, Some(ms(700)), spacing, false), Some(ms(0)));
+    assert_eq!(round_due(true, None, spacing, false), Some(ms(0)));
+    assert_eq!(round_due(false, Some(ms(700)), spacing, false), None);
+    assert_eq!(round_due(false, Some(ms(100)), spacing, true), Some(ms(0)));
+}

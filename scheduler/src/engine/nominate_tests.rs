@@ -3,6 +3,7 @@
 //! pods on every node, each outstanding nomination included (see `plan::nominations_pay`); a
 //! gang waiting for its victims makes the background loop answer their deletion at once.
 
+use super::background::round_due;
 use super::*;
 use crate::cache::CacheObjects;
 use serde_json::json;

@@ -387,6 +387,12 @@ impl Running {
             Competitor::Muster => {
                 let port = free_port()?;
                 extender_port = Some(port);
+                // MUSTER_BENCH_KSCHED_ARGS (space-separated, e.g. `--v=2`): extra kube-scheduler
+                // flags, to see its attempts when looking into a run.
+                if let Ok(extra) = std::env::var("MUSTER_BENCH_KSCHED_ARGS") {
+                    let args = extra.split_whitespace().map(str::to_string).collect();
+                    spec.extra_args.insert(Component::Scheduler, args);
+                }
                 spec.with_scheduler_config(muster_config(port, opts.qps))
             }
         };
@@ -410,6 +416,8 @@ impl Running {
                 let metrics = free_port()?;
                 extender_metrics_port = Some(metrics);
                 let kc = cluster.kubeconfig_path().display().to_string();
+                let rust_log =
+                    std::env::var("MUSTER_BENCH_LOG").unwrap_or_else(|_| "info".to_string());
                 let mut proc = ChildProc::spawn(
                     &bins.extender,
                     &[
@@ -420,7 +428,9 @@ impl Running {
                         "--kubeconfig".into(),
                         kc,
                     ],
-                    &[("RUST_LOG", "info")],
+                    // MUSTER_BENCH_LOG (e.g. `muster_scheduler=debug`) for a closer look with
+                    // --keep; the default keeps the log small.
+                    &[("RUST_LOG", rust_log.as_str())],
                     &cluster.dir().join("muster-scheduler.log"),
                 )?;
                 wait_http_ok(&mut proc, metrics, "/readyz").await?;

@@ -423,6 +423,24 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Every series of a counter by its label set (`{result="nominated"}` -> value), so a run's
+/// JSON says which nominations, plan drops and attempts happened, not just how many.
+pub fn metric_by_labels(metrics: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let labels = labels.trim();
+            if !(labels.is_empty() || labels.starts_with('{')) {
+                return None;
+            }
+            Some((labels.to_string(), value.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +463,18 @@ mod tests {
         assert_eq!(extender_quantile_ms(m, "bind", 0.5), Some(100.0));
         assert_eq!(extender_quantile_ms(m, "bind", 0.99), Some(1000.0));
         assert_eq!(extender_quantile_ms(m, "filter", 0.99), None);
+    }
+
+    #[test]
+    fn counters_by_labels() {
+        let m = "# HELP x\nmuster_nominations_total{result=\"nominated\"} 5\nmuster_nominations_total{result=\"gone\"} 1\nmuster_nominations_total_other 9\nmuster_fast_placements_total 3\n";
+        let by = metric_by_labels(m, "muster_nominations_total");
+        assert_eq!(by.len(), 2);
+        assert_eq!(by.get("{result=\"nominated\"}"), Some(&5.0));
+        assert_eq!(
+            metric_by_labels(m, "muster_fast_placements_total").get(""),
+            Some(&3.0)
+        );
         assert_eq!(
             metric_sum("a_total{x=\"1\"} 2\na_total{x=\"2\"} 3\nab 7\n", "a_total"),
             5.0

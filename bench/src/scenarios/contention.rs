@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use super::{Ctx, GPUS_PER_NODE, max_of, mean_of, series, series_json, wait_reaping};
+use super::{
+    Ctx, GPUS_PER_NODE, extender_stats, max_of, mean_of, series, series_json, wait_reaping,
+};
 use crate::competitors::Competitor;
 use crate::measure::Tracker;
 use crate::report::{median_of, ratio, write_svg};
@@ -126,6 +128,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
                 "allocation_ratio": alloc, "useful_allocation_ratio": useful,
                 "deadlocked": !all && end_partial > 0,
                 "series": series_json(&samples, t0),
+                // Muster's own counters (nominations, dropped plans): why a run took its time.
+                "extender": extender_stats(&running).await,
             }));
             drop(tracker);
             drop(running);

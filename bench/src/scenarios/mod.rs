@@ -145,6 +145,11 @@ pub async fn extender_stats(running: &Running) -> Value {
         "bind_p99_ms": q("bind", 0.99),
         "evictions": crate::measure::metric_sum(&m, "muster_evictions_total"),
         "barrier_timeouts": crate::measure::metric_sum(&m, "muster_bind_barrier_timeouts_total"),
+        "nominations": crate::measure::metric_by_labels(&m, "muster_nominations_total"),
+        "dropped_plans": crate::measure::metric_by_labels(&m, "muster_dropped_plans_total"),
+        "gang_attempts": crate::measure::metric_by_labels(&m, "muster_gang_scheduling_attempts_total"),
+        "fast_placements": crate::measure::metric_sum(&m, "muster_fast_placements_total"),
+        "filter_calls": crate::measure::metric_sum(&m, "muster_extender_request_duration_seconds_count{verb=\"filter\"}"),
     })
 }
 

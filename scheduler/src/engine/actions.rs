@@ -38,10 +38,16 @@ pub(super) async fn evict(
             },
             ..Default::default()
         };
-        let mut refused = None;
-        for (ns, name) in &pods {
+        // Every member's dry run at once (one after the other, they took ~0.5 s for a gang of
+        // 8); none is evicted unless every one passed.
+        let checks = futures::future::join_all(pods.iter().map(|(ns, name)| {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            let checked = api.evict(name, &dry).await;
+            let dry = &dry;
+            async move { api.evict(name, dry).await }
+        }))
+        .await;
+        let mut refused = None;
+        for ((ns, name), checked) in pods.iter().zip(checks) {
             tracing::debug!(victim = %gang, pod = %name, ok = checked.is_ok(), "eviction validated");
             match checked {
                 Ok(_) => {}
@@ -102,18 +108,22 @@ pub(super) async fn evict(
 
 /// Touches waiting members of a newly planned gang so kube-scheduler retries them now instead
 /// of after its unschedulable-queue timeout.
+/// All at once: the gang binds only when its last member is retried.
 pub(super) async fn nudge(client: Client, pods: Vec<(String, String, String)>) {
-    for (ns, name, node) in pods {
+    let writes = pods.into_iter().map(|(ns, name, node)| {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {"muster.dev/planned-node": node}}});
-        if let Err(e) = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::debug!(pod = %name, error = %e, "nudging planned pod");
+        async move {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {"muster.dev/planned-node": node}}});
+            if let Err(e) = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "nudging planned pod");
+            }
         }
-    }
+    });
+    futures::future::join_all(writes).await;
 }
 
 /// Sets `status.nominatedNodeName` on planned members kube-scheduler has not asked about yet.

@@ -6,15 +6,18 @@
 //! returns exactly the planned node) and it holds its resources in later snapshots until the
 //! whole gang is bound, or it is dropped (barrier timeout, stale) to be retried whole.
 //!
-//! - `plan`: full rounds; `fast`: single gangs between rounds.
+//! - `plan`: full rounds; `fast`: single gangs between rounds; `background`: when rounds run.
 //! - `lifecycle`: what a live plan is and its transitions (pure); `transitions` applies them.
 //! - `release`: the barrier's Bindings (validate, bind, retry, roll back).
 //! - `actions`: evictions, nudges, nominations; `status`: PodGroup status and Events.
 //! - `queues`: the queue tree each round plans with, queue metrics and Queue status.
 
 mod actions;
+mod background;
 mod fast;
 mod lifecycle;
+#[cfg(test)]
+mod nominate_tests;
 mod plan;
 mod queues;
 #[cfg(test)]
@@ -96,6 +99,12 @@ struct State {
     /// replaced.
     round_running: bool,
     base: Option<Base>,
+    /// The last round has a gang preempting or waiting for its victims to terminate: the
+    /// background loop answers cache changes at once (see `run_background`).
+    awaiting_victims: bool,
+    /// Whether the last round found nominations worth their cost (see
+    /// `plan::nominations_pay`); the fast path follows it until the next round.
+    nominate_now: bool,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
     /// Gangs the last round left waiting only for members: the fast path may place them as
@@ -137,6 +146,9 @@ const MIN_BACKGROUND_REPLAN: Duration = Duration::from_millis(500);
 /// on a large, busy cluster a round costs ~100 ms of a core the API server also needs, and
 /// gangs completing in between are placed by the fast path.
 const ROUND_SPACING_FACTOR: u32 = 5;
+
+/// While a gang waits for its victims to go, background rounds at most this often.
+const MIN_VICTIM_REPLAN: Duration = Duration::from_millis(50);
 
 /// While gangs wait, a round runs at least this often even if nothing changed.
 const TIMED_REPLAN: Duration = Duration::from_secs(5);
@@ -411,42 +423,6 @@ impl Engine {
                         .any(|c| c.type_ == "PodScheduled" && c.status == "False")
                 })
         })
-    }
-
-    /// Re-plans in the background whenever the cache changes, so preemptions and statuses
-    /// progress even when kube-scheduler is backing off.
-    pub async fn run_background(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                _ = self.cache.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-            // Let bursts of events settle into one round.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut st = self.state.lock().await;
-            if !self.is_leader() && !st.round_running {
-                // A new leader plans from scratch; waiting binds are released with an error
-                // (dropped senders) and kube-scheduler retries those pods.
-                if !st.plans.is_empty() || st.base.is_some() {
-                    tracing::info!(plans = st.plans.len(), "not the leader: dropping plans");
-                }
-                let rejected = std::mem::take(&mut st.rejected);
-                *st = State::default();
-                st.rejected = rejected;
-                continue;
-            }
-            self.expire(&mut st);
-            let spacing = MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR);
-            let recent = st.last_replan.is_some_and(|t| t.elapsed() < spacing);
-            let changed = self.cache.generation() != st.planned_generation;
-            // Waits can end with time alone (reservations, schedule timeouts).
-            let waits_age = !st.verdicts.is_empty()
-                && st.last_replan.is_none_or(|t| t.elapsed() >= TIMED_REPLAN);
-            if (changed && !recent) || waits_age {
-                drop(st);
-                self.round(None).await;
-            }
-        }
     }
 }
 

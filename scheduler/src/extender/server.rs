@@ -115,21 +115,19 @@ async fn filter(State(state): State<AppState>, body: Bytes) -> Response {
             }
             for n in candidates {
                 result
-                    .failed_nodes
+                    .failed_and_unresolvable_nodes
                     .insert(n, format!("gang plan places this pod on {node}"));
             }
         }
-        Answer::Wait {
-            message,
-            unresolvable,
-        } => {
-            let target = if unresolvable {
-                &mut result.failed_and_unresolvable_nodes
-            } else {
-                &mut result.failed_nodes
-            };
+        // Always unresolvable, whatever the engine's reason: kube-scheduler's own preemption
+        // never helps a Muster pod (the preempt verb offers no victims; the engine evicts whole
+        // gangs itself), yet on resolvable nodes it runs a dry run that re-filters every one of
+        // them, a third of each failed attempt under contention. Unresolvable nodes skip it.
+        Answer::Wait { message, .. } => {
             for n in candidates {
-                target.insert(n, message.clone());
+                result
+                    .failed_and_unresolvable_nodes
+                    .insert(n, message.clone());
             }
         }
     }
@@ -277,6 +275,25 @@ mod tests {
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// kube-scheduler's preemption dry run never helps a Muster pod (the preempt verb offers
+    /// no victims; whole gangs are evicted by the engine), so every wait is unresolvable.
+    #[tokio::test]
+    async fn every_wait_is_unresolvable_so_kube_scheduler_skips_its_preemption_dry_run() {
+        let verbs = verbs_router(state());
+        // A pod the cache has not seen yet: it waits, a case preemption could never solve.
+        let request = serde_json::json!({
+            "Pod": {"metadata": {"name": "p", "namespace": "ml", "uid": "uid-p"},
+                    "spec": {"schedulerName": "muster", "containers": []}},
+            "NodeNames": ["n1", "n2"],
+        });
+        let (status, body) = call(&verbs, "POST", "/filter", &request.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(result["FailedNodes"], serde_json::json!({}), "{body}");
+        let unresolvable = result["FailedAndUnresolvableNodes"].as_object().unwrap();
+        assert_eq!(unresolvable.len(), 2, "{body}");
     }
 
     #[tokio::test]

@@ -1,0 +1,89 @@
+//! The background loop: plans whenever the cache changes (spaced by the rounds' own cost) and
+//! at least every few seconds while gangs wait, so preemptions and statuses progress even when
+//! kube-scheduler is backing off or never asks (see `round_due`).
+
+use super::{
+    Engine, MIN_BACKGROUND_REPLAN, MIN_VICTIM_REPLAN, ROUND_SPACING_FACTOR, State, TIMED_REPLAN,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Engine {
+    /// Re-plans in the background whenever the cache changes, so preemptions and statuses
+    /// progress even when kube-scheduler is backing off.
+    pub async fn run_background(self: Arc<Self>) {
+        loop {
+            // Only when everything seen is planned: a change that arrived while a round ran,
+            // or inside the spacing, is planned without waiting for yet another change (the
+            // cache's notification is not kept for a loop that is busy).
+            let idle = {
+                let st = self.state.lock().await;
+                !self.is_leader()
+                    || !self.cache.queues_known()
+                    || self.cache.generation() == st.planned_generation
+            };
+            if idle {
+                tokio::select! {
+                    _ = self.cache.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                // Let bursts of events settle into one round, unless a gang waits for its
+                // victims: their deletion is what it waits for, and every round later is time
+                // it is kept from running (kube-scheduler retries it once it is planned).
+                if !self.state.lock().await.awaiting_victims {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let mut st = self.state.lock().await;
+            if !self.is_leader() && !st.round_running {
+                // A new leader plans from scratch; waiting binds are released with an error
+                // (dropped senders) and kube-scheduler retries those pods.
+                if !st.plans.is_empty() || st.base.is_some() {
+                    tracing::info!(plans = st.plans.len(), "not the leader: dropping plans");
+                }
+                let rejected = std::mem::take(&mut st.rejected);
+                *st = State::default();
+                st.rejected = rejected;
+                continue;
+            }
+            self.expire(&mut st);
+            let spacing = if st.awaiting_victims {
+                // Still bounded by the round's own cost: victims leave one event at a time.
+                MIN_VICTIM_REPLAN.max(st.last_round_took)
+            } else {
+                MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR)
+            };
+            let changed = self.cache.generation() != st.planned_generation;
+            // Waits can end with time alone (reservations, schedule timeouts).
+            let waits_age = !st.verdicts.is_empty()
+                && st.last_replan.is_none_or(|t| t.elapsed() >= TIMED_REPLAN);
+            let since_last = st.last_replan.map(|t| t.elapsed());
+            drop(st);
+            if let Some(delay) = round_due(changed, since_last, spacing, waits_age) {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                self.round(None).await;
+            }
+        }
+    }
+}
+
+/// How long until the background loop's next round, or None to wait for a change. A change
+/// inside the spacing is planned once the spacing has passed, never dropped: nothing else may
+/// change meanwhile (a high-priority gang that kube-scheduler's own filters turn down never
+/// reaches the extender, so only this loop ever plans its preemption).
+pub(crate) fn round_due(
+    changed: bool,
+    since_last: Option<Duration>,
+    spacing: Duration,
+    waits_age: bool,
+) -> Option<Duration> {
+    if waits_age {
+        return Some(Duration::ZERO);
+    }
+    if !changed {
+        return None;
+    }
+    Some(since_last.map_or(Duration::ZERO, |t| spacing.saturating_sub(t)))
+}

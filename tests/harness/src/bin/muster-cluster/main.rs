@@ -1,5 +1,5 @@
-//! `muster-cluster up`: a real control plane with fake GPU nodes for the demo and for manual
-//! testing. Prints `export KUBECONFIG=...`, waits for Ctrl-C (or SIGTERM), then tears down.
+//! `muster-cluster up`: a real control plane with fake GPU nodes for manual testing.
+//! Prints `export KUBECONFIG=...`, waits for Ctrl-C (or SIGTERM), then tears down.
 //! With `--measure` it prints how long the cluster and the nodes took to become Ready and exits.
 //! `muster-cluster demo`: Muster whole on such a cluster, the examples submitted (see `demo.rs`).
 

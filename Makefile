@@ -36,6 +36,12 @@ bench:
 crds:
 	cargo run -q -p muster-crds --bin muster-crdgen
 
-# A local control plane with 16 simulated 8-GPU nodes (Ctrl-C tears it down).
+# Muster whole on a local control plane: kwok GPU nodes of three shapes, kube-scheduler's
+# `muster` profile, the extender, a node agent and a device plugin per node on the fake NVML, the
+# examples submitted with kubectl (built with the control plane) and `kubectl muster` on PATH.
+# Ctrl-C tears it down; `make demo DEMO_ARGS=--once` runs, prints and exits.
+DEMO_PACKAGES := muster-testcluster muster-scheduler muster-node-agent muster-device-plugin \
+	kubectl-muster muster-fake-nvml
 demo:
-	cargo run --release -p muster-testcluster --bin muster-cluster -- up --nodes 16 --fixture dgx-a100 --scheduler
+	cargo build --release $(addprefix -p ,$(DEMO_PACKAGES))
+	$${CARGO_TARGET_DIR:-target}/release/muster-cluster demo $(DEMO_ARGS)

@@ -32,6 +32,9 @@ bin="$out/bin"
 core_tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 all_tools=("${core_tools[@]}" helm promtool prometheus)
 if [ "$what" = core ]; then wanted=("${core_tools[@]}"); else wanted=("${all_tools[@]}"); fi
+# kubectl, from the control plane's own module and version: `make demo` and the demo's e2e test
+# drive the cluster with it (and kubectl-muster as its plugin).
+wanted+=(kubectl)
 
 complete() {
   local t
@@ -98,7 +101,7 @@ kwok_ld="-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io
 kwok_ld+=" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
 
 build etcd go.etcd.io/etcd/server/v3 etcd "$etcd_ld"
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build kubernetes "k8s.io/kubernetes/cmd/$c" "$c" "$k8s_ld"
 done
 build kwok sigs.k8s.io/kwok/cmd/kwok kwok "$kwok_ld"

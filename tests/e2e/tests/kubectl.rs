@@ -187,6 +187,7 @@ async fn kubectl_muster_views_explain_and_errors() {
                 cluster.dir().join(format!("agent-{n}.log")),
                 &["--interval", "500ms"],
             )
+            .expect("spawning muster-node-agent")
         })
         .collect();
     let gpu_nodes: Api<GpuNode> = Api::all(client.clone());

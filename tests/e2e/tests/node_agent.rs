@@ -52,7 +52,8 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
         "dgx1-v100",
         cluster.dir().join("agent-1.log"),
         &agent_args,
-    );
+    )
+    .expect("spawning muster-node-agent");
     let published = eventually(
         "the GpuNode",
         || agent.log_text(),
@@ -115,7 +116,8 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
         fixture.to_str().unwrap(),
         cluster.dir().join("agent-2.log"),
         &agent_args,
-    );
+    )
+    .expect("spawning muster-node-agent");
     let unhealthy = eventually(
         "GPU 5 unhealthy in the GpuNode",
         || agent.log_text(),
@@ -166,7 +168,8 @@ async fn agent_publishes_gpunode_and_labels_and_reports_xid_79() {
         "dgx1-v100",
         cluster.dir().join("agent-3.log"),
         &agent_args,
-    );
+    )
+    .expect("spawning muster-node-agent");
     eventually(
         "the GpuNode healthy again",
         || agent.log_text(),

@@ -43,7 +43,8 @@ async fn scheduler_uses_gpunode_topology_and_avoids_unhealthy_gpus() {
         fixture_path.to_str().unwrap(),
         cluster.dir().join("agent.log"),
         &["--interval", "500ms"],
-    );
+    )
+    .expect("spawning muster-node-agent");
     let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
     eventually(
         "GPU 0 unhealthy in the GpuNode",

@@ -32,6 +32,9 @@ pub struct ClusterSpec {
     pub keep_dir: bool,
     /// Deadline for each component to answer its health check.
     pub ready_timeout: Duration,
+    /// kwok's Stage configuration; default build.sh's `stages/fast.yaml` (the demo drops its
+    /// pod-complete stage so that Job pods keep their GPUs).
+    pub kwok_stages: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -45,6 +48,7 @@ impl Default for ClusterSpec {
             keep_dir: false,
             // Generous: two shared cores may be busy compiling while a cluster starts.
             ready_timeout: Duration::from_secs(180),
+            kwok_stages: None,
         }
     }
 }
@@ -128,7 +132,10 @@ impl TestCluster {
         for component in &needed {
             check_binary(*component, &bin_dir)?;
         }
-        let stages = tools::stages_file(&bin_dir);
+        let stages = spec
+            .kwok_stages
+            .clone()
+            .unwrap_or_else(|| tools::stages_file(&bin_dir));
         if !stages.is_file() {
             return Err(Error::MissingBinary {
                 component: Component::Kwok,

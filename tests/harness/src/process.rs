@@ -64,7 +64,7 @@ impl Proc {
 
     /// Like [`Proc::spawn`], with extra environment variables and no component (for processes
     /// that are not part of the control plane, e.g. job operators).
-    pub(crate) fn spawn_env(
+    pub fn spawn_env(
         binary: &Path,
         args: &[String],
         env: &[(&str, &OsStr)],

@@ -106,21 +106,24 @@ impl NodeStack {
         let addr = format!("127.0.0.1:{}", self.agent_port);
         let socket = self.dir.join("pod-resources.sock");
         let socket = socket.to_str().expect("UTF-8 path").to_string();
-        self.agent = Some(AgentProcess::start(
-            bins.agent,
-            bins.fake_nvml,
-            bins.kubeconfig,
-            &self.name,
-            fixture,
-            self.dir.join(format!("agent-{run}.log")),
-            &[
-                "--metrics-addr",
-                &addr,
-                "--pod-resources-socket",
-                &socket,
-                "--interval",
-                "500ms",
-            ],
-        ));
+        self.agent = Some(
+            AgentProcess::start(
+                bins.agent,
+                bins.fake_nvml,
+                bins.kubeconfig,
+                &self.name,
+                fixture,
+                self.dir.join(format!("agent-{run}.log")),
+                &[
+                    "--metrics-addr",
+                    &addr,
+                    "--pod-resources-socket",
+                    &socket,
+                    "--interval",
+                    "500ms",
+                ],
+            )
+            .expect("spawning muster-node-agent"),
+        );
     }
 }

@@ -232,31 +232,7 @@ pub fn scheduler_config(port: u16) -> String {
 /// [`scheduler_config`] with a profile for each of `extra_names` besides `muster` (as the
 /// chart's `scheduler.additionalSchedulerNames` renders it).
 pub fn scheduler_config_named(port: u16, extra_names: &[&str]) -> String {
-    let mut profiles = String::new();
-    for name in std::iter::once(&"muster").chain(extra_names) {
-        // The extender answers with the planned node: check every node, not a sample.
-        profiles.push_str(&format!(
-            "- schedulerName: {name}\n  percentageOfNodesToScore: 100\n"
-        ));
-    }
-    format!(
-        r#"apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-# Gang members rejected while their gang was incomplete retry quickly once it is planned.
-podInitialBackoffSeconds: 1
-podMaxBackoffSeconds: 2
-profiles:
-{profiles}extenders:
-- urlPrefix: "http://127.0.0.1:{port}"
-  filterVerb: filter
-  prioritizeVerb: prioritize
-  preemptVerb: preempt
-  bindVerb: bind
-  weight: 1
-  nodeCacheCapable: true
-  httpTimeout: 120s
-"#
-    )
+    muster_testcluster::scheduler_config(port, extra_names)
 }
 
 /// Installs Muster's CRDs from the chart and waits until they are served.

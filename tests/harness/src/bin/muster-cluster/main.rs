@@ -1,6 +1,11 @@
-//! `muster-cluster up`: a real control plane with fake GPU nodes for the demo and for manual
-//! testing. Prints `export KUBECONFIG=...`, waits for Ctrl-C (or SIGTERM), then tears down.
+//! `muster-cluster up`: a real control plane with fake GPU nodes for manual testing.
+//! Prints `export KUBECONFIG=...`, waits for Ctrl-C (or SIGTERM), then tears down.
 //! With `--measure` it prints how long the cluster and the nodes took to become Ready and exits.
+//! `muster-cluster demo`: Muster whole on such a cluster, the examples submitted (see `demo.rs`).
+
+mod demo;
+mod kubelets;
+mod scene;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,6 +28,8 @@ struct Cli {
 enum Command {
     /// Start a cluster and keep it running until interrupted.
     Up(Up),
+    /// Muster whole: scheduler, node agents, device plugins, CRDs, the examples submitted.
+    Demo(demo::Demo),
 }
 
 #[derive(Parser)]
@@ -70,6 +77,7 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Up(up) => run_up(up).await,
+        Command::Demo(d) => demo::run(d).await,
     }
 }
 
@@ -141,7 +149,7 @@ async fn run_up(up: Up) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
+pub(crate) async fn wait_for_signal() -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     tokio::select! {

@@ -266,8 +266,88 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        // Under the lock `update` holds: a scrape shows one collection whole, never old per-GPU
+        // series beside a new node count (gather reads the families one after another).
+        let _series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let mut buf = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::fixture_view;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn node_allocated(text: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("muster_node_gpus_allocated "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// A scrape during a collection must show either the collection before it or the one after,
+    /// never old per-GPU series beside a new node count (the e2e "stale series" flake).
+    #[test]
+    fn a_scrape_shows_one_update_whole() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let view = fixture_view("dgx-a100");
+        let inv = view.inventory.clone().unwrap();
+        let held = PodResourcesState {
+            up: true,
+            allocations: inv.gpus[..4]
+                .iter()
+                .map(|g| {
+                    let holder = Allocation {
+                        namespace: "ml".into(),
+                        pod: "train-0".into(),
+                        container: "main".into(),
+                    };
+                    (g.uuid.clone(), holder)
+                })
+                .collect(),
+        };
+        let freed = PodResourcesState {
+            up: true,
+            allocations: Default::default(),
+        };
+        metrics.update(&view, None, &held);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (metrics, view, stop) = (metrics.clone(), view.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut turn = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let pods = if turn % 2 == 0 { &freed } else { &held };
+                    metrics.update(&view, None, pods);
+                    turn += 1;
+                }
+            })
+        };
+        let mut torn = None;
+        for _ in 0..20_000 {
+            let text = metrics.render().unwrap();
+            let pod_series = text
+                .lines()
+                .filter(|l| l.starts_with("muster_gpu_allocated{") && l.contains("train-0"))
+                .count();
+            let expected = match node_allocated(&text) {
+                Some(v) if v == 4.0 => 4,
+                _ => 0,
+            };
+            if pod_series != expected {
+                torn = Some(text);
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(
+            torn.is_none(),
+            "a torn scrape:\n{}",
+            torn.unwrap_or_default()
+        );
     }
 }

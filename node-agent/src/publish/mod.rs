@@ -110,54 +110,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use muster_api::machines::builtin;
-    use muster_gpu_inventory::{
-        GpuHealth, GpuHealthState, GpuInfo, MigInfo, MigMode, NodeInventory,
-    };
-
-    /// A view of a fixture machine as the inventory would report it.
-    fn view(fixture: &str) -> NodeView {
-        let m = builtin(fixture).unwrap().for_node("n");
-        let gpus: Vec<GpuInfo> = m
-            .gpus
-            .iter()
-            .map(|g| GpuInfo {
-                index: g.index,
-                uuid: g.uuid.clone(),
-                model: m.model.clone(),
-                memory_total_mib: m.memory_mib,
-                pci_bus_id: g.pci_bus_id.clone(),
-                numa_node: Some(g.numa_node),
-                mig: MigInfo {
-                    mode: MigMode::Disabled,
-                    pending: None,
-                    instances: Vec::new(),
-                },
-                power_limit_watts: Some(m.power_limit_watts),
-                health: GpuHealth::Healthy,
-            })
-            .collect();
-        let health = gpus
-            .iter()
-            .map(|g| GpuHealthState::healthy(g.index, g.uuid.clone()))
-            .collect();
-        NodeView {
-            node_name: "n".into(),
-            lost: vec![false; gpus.len()],
-            inventory: Some(NodeInventory {
-                driver_version: m.driver_version.clone(),
-                cuda_version: Some(m.cuda_version.clone()),
-                gpu_count: gpus.len() as u32,
-                gpus,
-                links: m.topology.clone(),
-            }),
-            health,
-            compute_capability: None,
-            machine: Some(m.machine.clone()),
-            clique: m.clique.clone(),
-            mig_strategy: "none".into(),
-        }
-    }
+    use crate::view::fixture_view as view;
 
     #[tokio::test]
     async fn writes_on_change_and_heartbeat_only() {

@@ -320,7 +320,11 @@ mod tests {
             std::thread::spawn(move || {
                 let mut turn = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let pods = if turn % 2 == 0 { &freed } else { &held };
+                    let pods = if turn.is_multiple_of(2) {
+                        &freed
+                    } else {
+                        &held
+                    };
                     metrics.update(&view, None, pods);
                     turn += 1;
                 }
@@ -334,7 +338,7 @@ mod tests {
                 .filter(|l| l.starts_with("muster_gpu_allocated{") && l.contains("train-0"))
                 .count();
             let expected = match node_allocated(&text) {
-                Some(v) if v == 4.0 => 4,
+                Some(4.0) => 4,
                 _ => 0,
             };
             if pod_series != expected {

@@ -3,7 +3,7 @@
 #                Philly-like workload, Muster against FIFO and per-pod greedy baselines
 #   make test  - every test: formatting, lints, unit, property, integration and end-to-end tests
 #                on a real local control plane (built from Go modules on first use)
-.PHONY: run test lint tools operators bench demo crds
+.PHONY: run test lint tools operators bench demo crds image
 
 run:
 	cargo run --release -p muster-sim --
@@ -45,3 +45,9 @@ DEMO_PACKAGES := muster-testcluster muster-scheduler muster-node-agent muster-de
 demo:
 	cargo build --release $(addprefix -p ,$(DEMO_PACKAGES))
 	$${CARGO_TARGET_DIR:-target}/release/muster-cluster demo $(DEMO_ARGS)
+
+# The root Dockerfile built into target/image/muster.oci.tar by buildah: no Docker daemon, no
+# pulls (the runtime stage is scratch plus what the binaries need). tests/chart/tests/image.rs
+# builds it in `make test` and runs each binary from the unpacked image under chroot.
+image:
+	bash image/build.sh

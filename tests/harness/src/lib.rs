@@ -39,6 +39,7 @@ pub use muster::{AgentProcess, scheduler_config};
 pub use nodes::{KWOK_NODE_ANNOTATION, KWOK_TYPE_LABEL, NodeSpec};
 pub use operators::OperatorBuild;
 pub use ports::free_port;
+pub use probe::http_get;
 pub use process::Proc;
 pub use scheduler::SchedulerConfig;
 pub use tools::{TOOLS_BIN_ENV, bin_dir, build_script, stages_file, tool};

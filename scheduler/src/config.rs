@@ -51,6 +51,13 @@ pub struct Flags {
     pub reserve_after_seconds: Option<u64>,
     #[arg(long)]
     pub max_reservations: Option<usize>,
+    /// Order among gangs of equal priority: `response-ratio` (default; shortest declared run
+    /// time relative to its wait first, oldest first when none declares one) or `arrival`.
+    #[arg(long, value_parser = parse_gang_order)]
+    pub gang_order: Option<muster_core::GangOrder>,
+    /// Run time the response-ratio order assumes for gangs that declare none.
+    #[arg(long)]
+    pub undeclared_runtime_seconds: Option<u64>,
     /// Allow higher-priority gangs to evict whole lower-priority gangs.
     #[arg(long)]
     pub preemption: Option<bool>,
@@ -77,6 +84,17 @@ pub struct Flags {
 const MAX_BARRIER_SECS: u64 = 90;
 const MAX_RESERVE_AFTER_SECS: u64 = 30 * 24 * 3600;
 const MAX_RESERVATIONS: usize = 1024;
+const MAX_UNDECLARED_RUNTIME_SECS: u64 = 365 * 24 * 3600;
+
+fn parse_gang_order(s: &str) -> Result<muster_core::GangOrder, String> {
+    match s {
+        "arrival" => Ok(muster_core::GangOrder::Arrival),
+        "response-ratio" | "responseRatio" => Ok(muster_core::GangOrder::ResponseRatio),
+        other => Err(format!(
+            "unknown gang order '{other}': expected response-ratio or arrival"
+        )),
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -90,6 +108,8 @@ pub struct FileConfig {
     pub barrier_timeout_seconds: Option<u64>,
     pub reserve_after_seconds: Option<u64>,
     pub max_reservations: Option<usize>,
+    pub gang_order: Option<muster_core::GangOrder>,
+    pub undeclared_runtime_seconds: Option<u64>,
     pub preemption: Option<bool>,
     pub leader_elect: Option<bool>,
     pub lease_namespace: Option<String>,
@@ -171,6 +191,15 @@ impl Config {
                 "maxReservations must be at most {MAX_RESERVATIONS} (each idles the nodes it holds), got {max_reservations}"
             );
         }
+        let undeclared_runtime = flags
+            .undeclared_runtime_seconds
+            .or(file.undeclared_runtime_seconds)
+            .unwrap_or(defaults.undeclared_runtime_secs);
+        if !(1..=MAX_UNDECLARED_RUNTIME_SECS).contains(&undeclared_runtime) {
+            anyhow::bail!(
+                "undeclaredRuntimeSeconds must be between 1 and {MAX_UNDECLARED_RUNTIME_SECS} (a year), got {undeclared_runtime}"
+            );
+        }
         let listen = flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
         let metrics_listen = flags
             .metrics_listen
@@ -202,6 +231,11 @@ impl Config {
             planner: muster_core::PlannerConfig {
                 reserve_after_secs: reserve_after,
                 max_reservations,
+                order: flags
+                    .gang_order
+                    .or(file.gang_order)
+                    .unwrap_or(defaults.order),
+                undeclared_runtime_secs: undeclared_runtime,
                 preemption: flags.preemption.or(file.preemption).unwrap_or(true),
                 ..defaults
             },
@@ -294,10 +328,47 @@ mod tests {
             ("--barrier-timeout-seconds", "121", "httpTimeout"),
             ("--reserve-after-seconds", "99999999999", "at most"),
             ("--max-reservations", "100000", "at most 1024"),
+            ("--undeclared-runtime-seconds", "0", "between 1 and"),
         ] {
             let err = Config::resolve(Flags::parse_from(["x", flag, value])).unwrap_err();
             assert!(err.to_string().contains(needle), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_gang_order_defaults_to_response_ratio_and_is_chosen_by_flag_or_file() {
+        use muster_core::GangOrder;
+        let c = Config::resolve(Flags::parse_from(["x"])).unwrap();
+        assert_eq!(c.planner.order, GangOrder::ResponseRatio);
+        let dir = std::env::temp_dir().join(format!("muster-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "gangOrder: arrival\nundeclaredRuntimeSeconds: 3600\n",
+        )
+        .unwrap();
+        let c =
+            Config::resolve(Flags::parse_from(["x", "--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(c.planner.order, GangOrder::Arrival);
+        assert_eq!(c.planner.undeclared_runtime_secs, 3600);
+        let flags = Flags::parse_from(["x", "--gang-order", "response-ratio"]);
+        assert_eq!(
+            Config::resolve(flags).unwrap().planner.order,
+            GangOrder::ResponseRatio
+        );
+        let err = Flags::try_parse_from(["x", "--gang-order", "sjf"]).unwrap_err();
+        assert!(
+            err.to_string().contains("response-ratio or arrival"),
+            "{err}"
+        );
+        std::fs::write(&path, "gangOrder: fifo\n").unwrap();
+        let err = Config::resolve(Flags::parse_from(["x", "--config", path.to_str().unwrap()]))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown variant `fifo`"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct Args {
     /// muster: gangs that may hold reservations at once.
     #[arg(long, default_value_t = 1)]
     pub max_reservations: usize,
+    /// muster: order among gangs of equal priority, `response-ratio` (highest (waited +
+    /// declared run time) / declared run time first) or `arrival` (oldest first).
+    #[arg(long, default_value = "response-ratio", value_parser = parse_order)]
+    pub order: muster_core::GangOrder,
     /// muster: disable preemption.
     #[arg(long)]
     pub no_preemption: bool,
@@ -92,6 +96,16 @@ pub struct Args {
     /// Run the policies one after another instead of on parallel threads.
     #[arg(long)]
     pub sequential: bool,
+}
+
+fn parse_order(s: &str) -> Result<muster_core::GangOrder, String> {
+    match s {
+        "response-ratio" => Ok(muster_core::GangOrder::ResponseRatio),
+        "arrival" => Ok(muster_core::GangOrder::Arrival),
+        other => Err(format!(
+            "unknown order '{other}': expected response-ratio or arrival"
+        )),
+    }
 }
 
 impl Args {

@@ -233,6 +233,7 @@ pub fn run(args: &Args, progress: &ProgressBar) -> Result<Results, RunError> {
         planner: PlannerConfig {
             reserve_after_secs: args.reserve_after,
             max_reservations: args.max_reservations,
+            order: args.order,
             preemption: !args.no_preemption,
             ..PlannerConfig::default()
         },

@@ -1,6 +1,6 @@
 //! Queues in the simulator: one queue floods the cluster, a second arrives later. With
 //! `muster-queues` the second reclaims its guarantee at once; with `muster` (no queues) it
-//! waits behind the flood; with `muster-hard-quota` nobody ever borrows.
+//! waits until the flood's first jobs end; with `muster-hard-quota` nobody ever borrows.
 
 mod common;
 
@@ -101,14 +101,16 @@ fn a_late_queue_reclaims_its_guarantee_from_a_flood() {
         "a borrowed b's idle guarantee"
     );
     assert_eq!(queue(&with, "b").below_guarantee_secs, 0.0);
-    // muster (no queues): b waits behind the eight older a jobs, two waves of 10,000 s.
-    assert_eq!(without.jobs[12].first_start, Some(30_000));
+    // muster (no queues): b waits for the first wave of a's jobs to end; then its short jobs
+    // go ahead of the eight older long ones (response ratio 5.5 against 2).
+    assert_eq!(without.jobs[12].first_start, Some(10_000));
+    assert_eq!(without.jobs[13].first_start, Some(10_000));
     let b_with = queue(&with, "b").queueing_delay.avg;
     let b_without = queue(&without, "b").queueing_delay.avg;
-    assert_eq!((b_with, b_without), (0.0, 29_000.0));
+    assert_eq!((b_with, b_without), (0.0, 9_000.0));
     assert!(b_with < b_without);
     assert_eq!(without.report.queues.as_ref().unwrap().reclaims, 0);
-    assert_eq!(queue(&without, "b").below_guarantee_secs, 29_000.0);
+    assert_eq!(queue(&without, "b").below_guarantee_secs, 9_000.0);
 }
 
 #[test]

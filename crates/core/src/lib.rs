@@ -22,7 +22,7 @@ pub use model::{
     PodRequest, Resources, Taint, TaintEffect, Toleration,
 };
 pub use placement::Assignment;
-pub use planner::{GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};
+pub use planner::{GangOrder, GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};
 pub use queues::{
     QueueError, QueueSpec, QueueStatus, QueueTree, QueueWait, QuotaSpec, Resource as QueueResource,
 };

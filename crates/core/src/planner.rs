@@ -33,10 +33,36 @@ pub struct PlannerConfig {
     /// Off only to check that claim.
     #[serde(default = "yes")]
     pub skip_equivalent: bool,
+    /// Order among gangs of equal priority.
+    #[serde(default)]
+    pub order: GangOrder,
+    /// The run time [`GangOrder::ResponseRatio`] assumes for a gang that declares none: long, so
+    /// that declaring (and being held to) a shorter one pays.
+    #[serde(default = "one_day")]
+    pub undeclared_runtime_secs: u64,
+}
+
+/// How gangs of equal priority are ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GangOrder {
+    /// Oldest first (Volcano's and Kueue's default).
+    Arrival,
+    /// Highest response ratio next (Brinch Hansen's HRRN): (waited + run time) / run time, the
+    /// run time being the declared one (a Job's `activeDeadlineSeconds`). Short gangs go ahead
+    /// of long ones that have waited less than their own length, and every gang's ratio grows
+    /// while it waits, so none starves. When no gang declares a run time, every gang assumes
+    /// the same one and this is exactly [`GangOrder::Arrival`].
+    #[default]
+    ResponseRatio,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one_day() -> u64 {
+    86_400
 }
 
 impl Default for PlannerConfig {
@@ -47,6 +73,8 @@ impl Default for PlannerConfig {
             preemption: true,
             max_prune_checks: 32,
             skip_equivalent: true,
+            order: GangOrder::default(),
+            undeclared_runtime_secs: one_day(),
         }
     }
 }
@@ -120,13 +148,35 @@ impl Plan {
     }
 }
 
-/// Planning order: higher priority first, then older, then by name (deterministic).
-pub fn order(pending: &[Gang]) -> Vec<usize> {
+/// Planning order: higher priority first, then by `config.order` at `now`, then older, then by
+/// name (deterministic).
+pub fn order(pending: &[Gang], now: u64, config: &PlannerConfig) -> Vec<usize> {
+    // (waited + run, run) per gang, computed once: the sort compares them as fractions, by
+    // cross-multiplication in u128 (no rounding, no overflow: both are below 2^64).
+    let ratio: Vec<(u128, u128)> = match config.order {
+        GangOrder::Arrival => Vec::new(),
+        GangOrder::ResponseRatio => pending
+            .iter()
+            .map(|g| {
+                let run = u128::from(
+                    g.runtime_limit
+                        .unwrap_or(config.undeclared_runtime_secs)
+                        .max(1),
+                );
+                (u128::from(now.saturating_sub(g.created_at)) + run, run)
+            })
+            .collect(),
+    };
+    let by_ratio = |a: usize, b: usize| match (ratio.get(a), ratio.get(b)) {
+        (Some(&(xn, xd)), Some(&(yn, yd))) => (yn * xd).cmp(&(xn * yd)),
+        _ => std::cmp::Ordering::Equal,
+    };
     let mut idx: Vec<usize> = (0..pending.len()).collect();
     idx.sort_by(|&a, &b| {
         let (x, y) = (&pending[a], &pending[b]);
         y.priority
             .cmp(&x.priority)
+            .then_with(|| by_ratio(a, b))
             .then(x.created_at.cmp(&y.created_at))
             .then_with(|| x.key.cmp(&y.key))
     });
@@ -160,7 +210,7 @@ impl Cluster {
             .map(|g| g.priority)
             .min();
         let any_terminating = self.gangs.values().any(|g| g.terminating);
-        for (rank, &gi) in order(pending).iter().enumerate() {
+        for (rank, &gi) in order(pending, now, config).iter().enumerate() {
             let gang = &pending[gi];
             let holder = u32::try_from(rank).ok();
             // Terminating pods are not members: they are leaving (a gang restarted whole).

@@ -1,7 +1,18 @@
 //! Backfilling a starving gang's reservation with gangs that declare they end in time.
 
 use muster_api::machines::builtin;
-use muster_core::{Cluster, Gang, GangKey, NodeInfo, PlacedPod, PlannerConfig, PodId, Resources};
+use muster_core::{
+    Cluster, Gang, GangKey, GangOrder, NodeInfo, PlacedPod, PlannerConfig, PodId, Resources,
+};
+
+/// Oldest first, so that the big gang heads the line and the small ones come behind it (with
+/// the default response-ratio order, the shorter small gangs would go first; see order.rs).
+fn config() -> PlannerConfig {
+    PlannerConfig {
+        order: GangOrder::Arrival,
+        ..PlannerConfig::default()
+    }
+}
 
 /// Two DGX A100s: n0 fully used until t=3000, n1 half used until t=2500 (declared ends).
 fn busy_until(ends: [Option<u64>; 2]) -> Cluster {
@@ -46,7 +57,7 @@ fn a_gang_that_ends_before_the_reservation_can_start_backfills_it() {
     let c = busy_until([Some(3000), Some(2500)]);
     // small0 runs past t=3000, small1 declares nothing, small2 ends at 2400.
     let gangs = queue(&[Some(5000), None, Some(500)]);
-    let plan = c.plan(&gangs, NOW, &PlannerConfig::default());
+    let plan = c.plan(&gangs, NOW, &config());
     let big = plan.waiting_for(&gangs[0].key).unwrap();
     assert_eq!(big.reserved_nodes.len(), 2, "{}", big.message);
     assert_eq!(big.reserved_until, Some(3000));
@@ -69,7 +80,7 @@ fn a_gang_that_ends_before_the_reservation_can_start_backfills_it() {
 fn without_declared_ends_in_the_way_the_reservation_is_unbounded_and_nobody_backfills() {
     let c = busy_until([None, Some(2500)]);
     let gangs = queue(&[Some(500)]);
-    let plan = c.plan(&gangs, NOW, &PlannerConfig::default());
+    let plan = c.plan(&gangs, NOW, &config());
     let big = plan.waiting_for(&gangs[0].key).unwrap();
     assert_eq!(big.reserved_nodes.len(), 2);
     assert_eq!(big.reserved_until, None);
@@ -82,13 +93,13 @@ fn a_failed_gang_of_the_same_shape_does_not_stop_a_shorter_one_from_backfilling(
     // searched, and fits. The plan must be the one planned without the classes.
     let c = busy_until([Some(3000), Some(2500)]);
     let gangs = queue(&[Some(5000), Some(500)]);
-    let with = c.plan(&gangs, NOW, &PlannerConfig::default());
+    let with = c.plan(&gangs, NOW, &config());
     let without = c.plan(
         &gangs,
         NOW,
         &PlannerConfig {
             skip_equivalent: false,
-            ..PlannerConfig::default()
+            ..config()
         },
     );
     assert_eq!(with, without);
@@ -100,7 +111,7 @@ fn a_committed_gang_ends_by_its_declared_runtime() {
     let mut c = busy_until([None, None]);
     let mut g = Gang::uniform("ml", "short", 1, 4, 0, 0);
     g.runtime_limit = Some(600);
-    let plan = c.plan(std::slice::from_ref(&g), 50, &PlannerConfig::default());
+    let plan = c.plan(std::slice::from_ref(&g), 50, &config());
     let p = plan.placement_for(&g.key).unwrap();
     c.commit(&g, &p.assignments, 50).unwrap();
     let pod = c.pod(&p.assignments[0].pod).unwrap();

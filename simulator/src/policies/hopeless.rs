@@ -13,15 +13,89 @@
 //! for: [`Pruned::exact`] says whether the plan was the whole queue's, else the caller plans
 //! the whole queue.
 
-use crate::engine::{QueueKey, Sim};
-use muster_core::{Gang, Plan, PlannerConfig};
-use std::cmp::Reverse;
+use crate::engine::Sim;
+use muster_core::{Gang, GangOrder, Plan, PlannerConfig};
+use std::cmp::{Ordering, Reverse};
 use std::collections::HashSet;
 
 pub(crate) struct Pruned {
     pub jobs: Vec<usize>,
     /// The first gang left out that might have taken a reservation.
-    first_reserver: Option<QueueKey>,
+    first_reserver: Option<Rank>,
+    lowest: i32,
+    now: u64,
+}
+
+/// Where a gang of the lowest priority stands in the core's planning order
+/// (`muster_core::planner::order`): by response ratio (waited + run) / run under
+/// [`GangOrder::ResponseRatio`], then by arrival. The core orders equal ranks by name, so a
+/// selection keeps every gang tied with its last one.
+#[derive(Clone, Copy, Debug)]
+struct Rank {
+    waited_plus_run: u128,
+    run: u128,
+    arrival: u64,
+}
+
+impl Rank {
+    fn of(created_at: u64, runtime: Option<u64>, now: u64, config: &PlannerConfig) -> Rank {
+        let run = match config.order {
+            GangOrder::Arrival => 1,
+            GangOrder::ResponseRatio => {
+                u128::from(runtime.unwrap_or(config.undeclared_runtime_secs).max(1))
+            }
+        };
+        let waited = match config.order {
+            GangOrder::Arrival => 0,
+            GangOrder::ResponseRatio => u128::from(now.saturating_sub(created_at)),
+        };
+        Rank {
+            waited_plus_run: waited + run,
+            run,
+            arrival: created_at,
+        }
+    }
+
+    fn of_job(sim: &Sim<'_>, config: &PlannerConfig, job: usize) -> Rank {
+        Rank::of(
+            sim.jobs[job].arrival,
+            sim.declared_left(job),
+            sim.now,
+            config,
+        )
+    }
+}
+
+impl Ord for Rank {
+    /// Earlier in planning order is less: the higher ratio, then the earlier arrival.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.waited_plus_run * self.run)
+            .cmp(&(self.waited_plus_run * other.run))
+            .then(self.arrival.cmp(&other.arrival))
+    }
+}
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Rank {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Rank {}
+
+/// The first `cap` of `jobs` in planning order, and every one tied with the last of them.
+fn first_in_order(mut ranked: Vec<(Rank, usize)>, cap: usize) -> Vec<usize> {
+    if cap == 0 {
+        return Vec::new();
+    }
+    if ranked.len() > cap {
+        let (_, &mut (last, _), _) = ranked.select_nth_unstable_by_key(cap - 1, |r| r.0);
+        ranked.retain(|r| r.0 <= last);
+    }
+    ranked.into_iter().map(|r| r.1).collect()
 }
 
 /// How many gangs of a class the core needs: `None` for all that fit the free GPUs.
@@ -50,49 +124,43 @@ pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Prune
             None => kept.extend(set.iter().map(|k| k.2)),
             Some(0) => {}
             Some(cap) => {
-                // The core breaks ties of arrival by name, not by job index: keep every gang
-                // that arrived with the last one of the first `cap`.
-                let mut last = None;
-                for (i, k) in set.iter().enumerate() {
-                    if i >= cap && last.is_some_and(|a| k.1 > a) {
-                        break;
-                    }
-                    last = Some(k.1);
-                    kept.insert(k.2);
-                }
+                let ranked = set
+                    .iter()
+                    .map(|k| (Rank::of_job(sim, config, k.2), k.2))
+                    .collect();
+                kept.extend(first_in_order(ranked, cap));
             }
         }
     }
-    // The oldest gangs may reserve nodes: walk the lowest priority's line while they may,
-    // keeping the first `max_reservations` left out so far, and noting the next one.
+    // Gangs that have waited long enough may reserve nodes: of those left out so far, keep the
+    // first `max_reservations` in planning order, noting the next one.
     let mut first_reserver = None;
     if config.max_reservations > 0 {
-        let mut reservers = 0;
-        let mut last_reserver = None;
+        let mut eligible: Vec<(Rank, usize)> = Vec::new();
         for key in sim.queue.range(lowest_start..) {
             let j = key.2;
+            // The line is in arrival order: all later ones have waited less.
             if sim.now.saturating_sub(sim.jobs[j].arrival) < config.reserve_after_secs {
                 break;
             }
-            if kept.contains(&j) {
-                continue;
-            }
-            // Past the last reserver, gangs that arrived with it are kept too (the core may
-            // order them first), so that the first one left out arrived strictly later.
-            if reservers < config.max_reservations || last_reserver == Some(key.1) {
-                reservers += 1;
-                last_reserver = Some(key.1);
-                kept.insert(j);
-            } else {
-                first_reserver = Some(*key);
-                break;
+            if !kept.contains(&j) {
+                eligible.push((Rank::of_job(sim, config, j), j));
             }
         }
+        let reservers = first_in_order(eligible.clone(), config.max_reservations);
+        first_reserver = eligible
+            .iter()
+            .filter(|(_, j)| !reservers.contains(j))
+            .map(|r| r.0)
+            .min();
+        kept.extend(reservers);
     }
     jobs.extend(kept);
     Pruned {
         jobs,
         first_reserver,
+        lowest,
+        now: sim.now,
     }
 }
 
@@ -119,17 +187,16 @@ pub(crate) fn backfillers(
             continue;
         };
         for part in [true, false] {
-            let mut last = None;
-            let members = set.iter().filter(|k| ends_in_time(k.2) == part);
-            for (i, k) in members.enumerate() {
-                if i >= cap && last.is_some_and(|a| k.1 > a) {
-                    break;
-                }
-                last = Some(k.1);
-                if !kept.contains(&k.2) {
-                    more.push(k.2);
-                }
-            }
+            let ranked = set
+                .iter()
+                .filter(|k| ends_in_time(k.2) == part)
+                .map(|k| (Rank::of_job(sim, config, k.2), k.2))
+                .collect();
+            more.extend(
+                first_in_order(ranked, cap)
+                    .into_iter()
+                    .filter(|j| !kept.contains(j)),
+            );
         }
     }
     more
@@ -142,14 +209,18 @@ impl Pruned {
         let Some(first) = self.first_reserver else {
             return true;
         };
-        // Strictly before in (priority, arrival): the core breaks ties by name, not job index.
-        // Few gangs reserve (at most `max_reservations`): a scan finds each.
+        // Strictly before in planning order: a higher priority, or a better rank at the lowest
+        // (ties go by name in the core). Few gangs reserve (at most `max_reservations`): a scan
+        // finds each.
         let before = plan
             .waiting
             .iter()
             .filter(|w| !w.reserved_nodes.is_empty())
             .filter_map(|w| gangs.iter().find(|g| g.key == w.gang))
-            .filter(|g| (Reverse(g.priority), g.created_at) < (first.0, first.1))
+            .filter(|g| {
+                g.priority > self.lowest
+                    || Rank::of(g.created_at, g.runtime_limit, self.now, config) < first
+            })
             .count();
         before >= config.max_reservations
     }

@@ -6,7 +6,7 @@ mod muster;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use muster::*;
 use muster_crds::PodGroup;
 use muster_testcluster::NodeSpec;
@@ -32,10 +32,12 @@ fn waiting_message(pod: &Pod) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gang_that_ends_in_time_backfills_a_reservation_and_no_other_does() {
-    // Reservations at once (no 30-minute wait), two 8-GPU nodes.
+    // Reservations at once (no 30-minute wait), two 8-GPU nodes. Oldest first, so that the
+    // short gang comes behind the reserving one and can only backfill (with the default
+    // response-ratio order it would go ahead of it: the next test).
     let (cluster, ext) = muster_cluster(
         &[NodeSpec::fixture("dgx-a100", 2)],
-        &["--reserve-after-seconds", "0"],
+        &["--reserve-after-seconds", "0", "--gang-order", "arrival"],
     )
     .await;
     let client = cluster.client();
@@ -117,4 +119,54 @@ async fn a_gang_that_ends_in_time_backfills_a_reservation_and_no_other_does() {
     assert_eq!(bound_count(&long), 0, "{}", waiting_message(&long[0]));
     let big = pods_with_prefix(&client, "ml", "big-").await;
     assert_eq!(bound_count(&big), 0, "{}", ext.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gang_declaring_a_short_run_goes_ahead_of_an_older_long_one() {
+    // One 8-GPU node, held by running work; two whole-node gangs wait for it.
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 1)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "ml").await;
+    create_pods(
+        &client,
+        "ml",
+        gang("hold", 1, 8, Gang::Annotation("hold", "1"), None),
+    )
+    .await;
+    wait_pods(&client, "ml", "hold", "the node held", |p| {
+        bound_count(p) == 1
+    })
+    .await;
+
+    // First a gang that declares 10 hours, a second later one that declares 10 minutes.
+    let long: Vec<Pod> = gang("long", 1, 8, Gang::Annotation("long", "1"), None)
+        .into_iter()
+        .map(|p| with_deadline(p, 36_000))
+        .collect();
+    create_pods(&client, "ml", long).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later creation second
+    let short: Vec<Pod> = gang("short", 1, 8, Gang::Annotation("short", "1"), None)
+        .into_iter()
+        .map(|p| with_deadline(p, 600))
+        .collect();
+    create_pods(&client, "ml", short).await;
+    for name in ["long", "short"] {
+        wait_pods(&client, "ml", name, "the gang explained", |p| {
+            p.len() == 1 && !waiting_message(&p[0]).is_empty()
+        })
+        .await;
+    }
+
+    // The node frees: the short gang's response ratio, (waited + 600) / 600, is above the long
+    // one's, (waited + 36000) / 36000, so it gets the node although it came later.
+    Api::<Pod>::namespaced(client.clone(), "ml")
+        .delete("hold-0", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_pods(&client, "ml", "short-", "the short gang bound", |p| {
+        bound_count(p) == 1
+    })
+    .await;
+    let long = pods_with_prefix(&client, "ml", "long-").await;
+    assert_eq!(bound_count(&long), 0, "{}", ext.log_tail());
 }

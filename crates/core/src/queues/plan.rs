@@ -38,7 +38,7 @@ impl Cluster {
         if queues.is_empty() {
             return self.plan(pending, now, config);
         }
-        Round::new(self, pending, queues, config).run(now)
+        Round::new(self, pending, now, queues, config).run(now)
     }
 }
 
@@ -82,6 +82,7 @@ impl<'c, 'g> Round<'c, 'g> {
     fn new(
         cluster: &'c Cluster,
         pending: &'g [Gang],
+        now: u64,
         tree: &'c QueueTree,
         config: &'c PlannerConfig,
     ) -> Self {
@@ -92,7 +93,7 @@ impl<'c, 'g> Round<'c, 'g> {
         let mut asked = vec![[0u64; 3]; n];
         // Gangs a closed queue holds back: pending in its status all the same.
         let mut held_back = vec![0u32; n];
-        for gi in order(pending) {
+        for gi in order(pending, now, config) {
             let gang = &pending[gi];
             let leaf = match tree.leaf(&gang.queue) {
                 Ok(l) => l,

@@ -33,6 +33,11 @@ pub struct PlannerConfig {
     /// Off only to check that claim.
     #[serde(default = "yes")]
     pub skip_equivalent: bool,
+    /// Places gangs by looking only at nodes with room for each shape (`fit_index`), kept up
+    /// to date as the round takes and gives back capacity, instead of scanning every node:
+    /// the same plan at a cost that no longer grows with the cluster. Off only to check that.
+    #[serde(default = "yes")]
+    pub index_fits: bool,
     /// Order among gangs of equal priority.
     #[serde(default)]
     pub order: GangOrder,
@@ -75,6 +80,7 @@ impl Default for PlannerConfig {
             skip_equivalent: true,
             order: GangOrder::default(),
             undeclared_runtime_secs: one_day(),
+            index_fits: true,
         }
     }
 }

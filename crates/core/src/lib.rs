@@ -8,12 +8,14 @@
 pub mod cluster;
 mod equivalence;
 pub mod explain;
+mod fit_index;
 pub mod gpu_choice;
 pub mod model;
 mod placement;
 pub mod planner;
 mod preemption;
 pub mod queues;
+mod shortfall;
 
 pub use cluster::{Cluster, ClusterError, DEFAULT_QUEUE};
 pub use explain::WaitReason;

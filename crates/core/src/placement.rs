@@ -1,12 +1,15 @@
 //! Placing one gang's members onto a working copy of free capacity, all or nothing.
 //!
 //! Members are grouped into shapes (identical requests and constraints). For each shape the
-//! nodes that could take it are scanned once; a gang spanning nodes stays inside one NVLink
+//! nodes that could take it are found once (through the fit index, among the nodes with enough
+//! free GPUs only, see `fit_index`); a gang spanning nodes stays inside one NVLink
 //! domain / rack when one can hold it, uses as few nodes as possible, and fills nodes best-fit
 //! so that whole free nodes stay whole for the next big gang.
 
 use crate::cluster::{Cluster, NodeFree};
+use crate::fit_index::FitIndex;
 use crate::model::{LabelRequirement, PodId, PodRequest, Resources, TaintEffect, Toleration};
+pub(crate) use crate::shortfall::{Contribution, Shortfall};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,33 +28,11 @@ pub struct Assignment {
 #[derive(Debug, Default)]
 pub(crate) struct StaticFit {
     pub nodes: Vec<u32>,
+    /// By node: whether it is in `nodes` (the fit index's candidates are checked against it).
+    pub member: Vec<bool>,
     pub unschedulable: usize,
     pub selector: usize,
     pub taints: usize,
-}
-
-/// Why a shape did not fit: the facts explanations are written from.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Shortfall {
-    pub pods: u32,
-    pub resources: Resources,
-    pub selector: Vec<LabelRequirement>,
-    /// Members of this shape that fit right now (0..pods).
-    pub fit_now: u32,
-    pub nodes_total: usize,
-    pub matching_nodes: usize,
-    pub rejected_unschedulable: usize,
-    pub rejected_selector: usize,
-    pub rejected_taints: usize,
-    pub reserved_nodes_skipped: usize,
-    /// Free GPUs on matching nodes.
-    pub free_gpus: u64,
-    /// Matching nodes with at least `resources.gpus` free GPUs.
-    pub nodes_with_room: usize,
-    /// Most GPUs any matching node has at all (healthy, allocatable).
-    pub largest_node_gpus: u32,
-    /// Healthy allocatable GPUs on all matching nodes.
-    pub matching_gpus_total: u64,
 }
 
 pub(crate) type StaticKey = (
@@ -76,10 +57,13 @@ pub(crate) struct Work<'c> {
     /// Every node whose `free` or `reserved_by` changed, in order: facts computed when it was
     /// shorter need updating only on the nodes since (the equivalence classes keep them).
     pub changes: Vec<u32>,
+    /// Nodes by free GPUs, so that placing looks only at nodes with room (`None`: scan all,
+    /// as what-if copies do: they live for one check).
+    pub fits: Option<FitIndex>,
 }
 
 impl<'c> Work<'c> {
-    pub fn new(cluster: &'c Cluster) -> Work<'c> {
+    pub fn new(cluster: &'c Cluster, index_fits: bool) -> Work<'c> {
         Work {
             cluster,
             free: cluster.free.clone(),
@@ -88,6 +72,7 @@ impl<'c> Work<'c> {
             backfill_end: None,
             undo: Vec::new(),
             changes: Vec::new(),
+            fits: index_fits.then(FitIndex::default),
         }
     }
 
@@ -101,6 +86,7 @@ impl<'c> Work<'c> {
             backfill_end: self.backfill_end,
             undo: Vec::new(),
             changes: Vec::new(),
+            fits: None,
         }
     }
 
@@ -120,7 +106,10 @@ impl<'c> Work<'c> {
         {
             return f;
         }
-        let mut fit = StaticFit::default();
+        let mut fit = StaticFit {
+            member: vec![false; self.cluster.nodes.len()],
+            ..StaticFit::default()
+        };
         for (i, slot) in self.cluster.nodes.iter().enumerate() {
             if !slot.present {
                 continue;
@@ -137,6 +126,7 @@ impl<'c> Work<'c> {
                 fit.taints += 1;
             } else {
                 fit.nodes.push(u32::try_from(i).unwrap_or(u32::MAX));
+                fit.member[i] = true;
             }
         }
         let fit = Arc::new(fit);
@@ -218,34 +208,6 @@ impl<'c> Work<'c> {
         self.changes.push(i);
     }
 
-    /// What matching node `i` adds to the facts of a shortfall of `want` members like `first`
-    /// (of a gang holding no reservation), as [`Work::place`] counts them.
-    pub fn contribution(&self, i: u32, first: &PodRequest, want: u32) -> Contribution {
-        let free = &self.free[i as usize];
-        let res = &first.resources;
-        let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
-        let room = u32::from(free_gpus >= res.gpus && res.gpus > 0);
-        if self.reserved_by[i as usize].is_some() {
-            return Contribution {
-                fit: 0,
-                reserved: 1,
-                free_gpus,
-                room,
-            };
-        }
-        let fit = if want == 1 || first.one_per_node {
-            u32::from(free.capacity_for(res) > 0)
-        } else {
-            free.capacity_for(res).min(want)
-        };
-        Contribution {
-            fit,
-            reserved: 0,
-            free_gpus,
-            room,
-        }
-    }
-
     fn place_shape(
         &mut self,
         shape: &[&PodRequest],
@@ -257,9 +219,15 @@ impl<'c> Work<'c> {
         let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
         let fit = self.static_fit(first);
-        let (cands, total, reserved_skipped) = self.candidates(shape, &fit, holder, out);
+        if let Some(ix) = self.fits.as_mut() {
+            ix.sync(self.cluster, &self.free, &self.changes);
+            if want == 1 && res.gpus > 0 {
+                return self.place_one(shape, &fit, holder, out);
+            }
+        }
+        let (cands, total) = self.candidates(shape, &fit, holder, out);
         if total < want {
-            return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+            return Err(self.shortfall(shape, &fit, total, holder));
         }
         let groups = if want > 1 {
             self.domain_groups(cands, want, domain)
@@ -284,7 +252,7 @@ impl<'c> Work<'c> {
                     continue;
                 };
                 if !self.assign(best.node, member, out) {
-                    return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+                    return Err(self.shortfall(shape, &fit, total, holder));
                 }
                 remaining = 0;
                 break;
@@ -314,53 +282,35 @@ impl<'c> Work<'c> {
                 for _ in 0..n {
                     let Some(member) = members.next() else { break };
                     if !self.assign(group[k].node, member, out) {
-                        return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+                        return Err(self.shortfall(shape, &fit, total, holder));
                     }
                 }
                 remaining -= n;
             }
         }
         if remaining > 0 {
-            return Err(self.shortfall(shape, &fit, total, reserved_skipped));
+            return Err(self.shortfall(shape, &fit, total, holder));
         }
         Ok(())
     }
 
     /// The nodes that can take members of `shape` now, how many each (at most all of them),
-    /// their sum, and how many matching nodes were skipped as held for another gang.
-    fn candidates(
+    /// and their sum. With the fit index, only nodes with enough free GPUs are looked at.
+    pub(crate) fn candidates(
         &self,
         shape: &[&PodRequest],
         fit: &StaticFit,
         holder: Option<u32>,
         out: &[Assignment],
-    ) -> (Vec<Cand>, u32, usize) {
+    ) -> (Vec<Cand>, u32) {
         let mut cands: Vec<Cand> = Vec::new();
         let mut total = 0u32;
-        let mut reserved_skipped = 0;
         let Some(first) = shape.first() else {
-            return (cands, total, reserved_skipped);
+            return (cands, total);
         };
-        let res = first.resources;
         let want = u32::try_from(shape.len()).unwrap_or(u32::MAX);
-        for &i in &fit.nodes {
-            if self.held_for_other(i, holder) {
-                reserved_skipped += 1;
-                continue;
-            }
-            if first.one_per_node
-                && out
-                    .iter()
-                    .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
-            {
-                continue;
-            }
-            let free = &self.free[i as usize];
-            let cap = if want == 1 || first.one_per_node {
-                u32::from(free.capacity_for(&res) > 0)
-            } else {
-                free.capacity_for(&res).min(want)
-            };
+        let mut consider = |i: u32| {
+            let cap = self.room(i, first, want, holder, out);
             if cap > 0 {
                 total = total.saturating_add(cap);
                 cands.push(Cand {
@@ -369,8 +319,45 @@ impl<'c> Work<'c> {
                     domain: self.cluster.hot[i as usize].domain,
                 });
             }
+        };
+        match &self.fits {
+            // Every GPU-free node is a candidate for CPU-only members: nothing to narrow.
+            Some(ix) if first.resources.gpus > 0 => ix
+                .at_least(first.resources.gpus)
+                .filter(|&i| fit.member.get(i as usize).copied().unwrap_or(false))
+                .for_each(&mut consider),
+            _ => fit.nodes.iter().copied().for_each(&mut consider),
         }
-        (cands, total, reserved_skipped)
+        (cands, total)
+    }
+
+    /// How many of `want` members like `first` matching node `i` can take now (at most one
+    /// if they go one per node, or if one is wanted): 0 if it is held for another gang or
+    /// already has one of them that must go one per node.
+    pub(crate) fn room(
+        &self,
+        i: u32,
+        first: &PodRequest,
+        want: u32,
+        holder: Option<u32>,
+        out: &[Assignment],
+    ) -> u32 {
+        if self.held_for_other(i, holder) {
+            return 0;
+        }
+        if first.one_per_node
+            && out
+                .iter()
+                .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
+        {
+            return 0;
+        }
+        let free = &self.free[i as usize];
+        if want == 1 || first.one_per_node {
+            u32::from(free.capacity_for(&first.resources) > 0)
+        } else {
+            free.capacity_for(&first.resources).min(want)
+        }
     }
 
     /// Keeps a multi-node shape inside one domain when one can hold it (preferring the domain
@@ -411,7 +398,7 @@ impl<'c> Work<'c> {
 
     /// Lower is better: leftover GPUs (best fit), then GPU-set quality, then leftover CPU;
     /// CPU-only pods prefer nodes without GPUs.
-    fn rank(&self, node: u32, pods: u32, res: &Resources) -> (u64, u64, u64) {
+    pub(crate) fn rank(&self, node: u32, pods: u32, res: &Resources) -> (u64, u64, u64) {
         let free = &self.free[node as usize];
         let hot = &self.cluster.hot[node as usize];
         if res.gpus == 0 {
@@ -442,7 +429,12 @@ impl<'c> Work<'c> {
             .saturating_sub(res.gpus)
     }
 
-    fn assign(&mut self, node: u32, member: &PodRequest, out: &mut Vec<Assignment>) -> bool {
+    pub(crate) fn assign(
+        &mut self,
+        node: u32,
+        member: &PodRequest,
+        out: &mut Vec<Assignment>,
+    ) -> bool {
         let i = node as usize;
         let slot = &self.cluster.nodes[i];
         let free = self.free[i];
@@ -462,58 +454,10 @@ impl<'c> Work<'c> {
         });
         true
     }
-
-    fn shortfall(
-        &self,
-        shape: &[&PodRequest],
-        fit: &StaticFit,
-        fit_now: u32,
-        reserved: usize,
-    ) -> Box<Shortfall> {
-        let res = shape[0].resources;
-        let mut sf = Shortfall {
-            pods: u32::try_from(shape.len()).unwrap_or(u32::MAX),
-            resources: res,
-            selector: shape[0].selector.clone(),
-            fit_now,
-            nodes_total: self.cluster.node_count(),
-            matching_nodes: fit.nodes.len(),
-            rejected_unschedulable: fit.unschedulable,
-            rejected_selector: fit.selector,
-            rejected_taints: fit.taints,
-            reserved_nodes_skipped: reserved,
-            ..Shortfall::default()
-        };
-        for &i in &fit.nodes {
-            let free = &self.free[i as usize];
-            let slot = &self.cluster.nodes[i as usize];
-            let free_gpus = free.gpu_budget.min(free.gpus.count_ones());
-            let all = slot.info.allocatable.gpus.min(slot.healthy.count_ones());
-            sf.free_gpus += u64::from(free_gpus);
-            sf.matching_gpus_total += u64::from(all);
-            sf.largest_node_gpus = sf.largest_node_gpus.max(all);
-            if free_gpus >= res.gpus && res.gpus > 0 {
-                sf.nodes_with_room += 1;
-            }
-        }
-        Box::new(sf)
-    }
-}
-
-/// One node's share of a [`Shortfall`]'s changing facts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Contribution {
-    /// Members it could take now (`fit_now`).
-    pub fit: u32,
-    /// Held for another gang (`reserved_nodes_skipped`).
-    pub reserved: u32,
-    pub free_gpus: u32,
-    /// Has room for one member's GPUs (`nodes_with_room`).
-    pub room: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Cand {
+pub(crate) struct Cand {
     node: u32,
     cap: u32,
     domain: Option<u32>,

@@ -203,7 +203,7 @@ impl Cluster {
         config: &PlannerConfig,
     ) -> (Plan, usize) {
         let mut classes = crate::equivalence::Classes::default();
-        let mut work = Work::new(self);
+        let mut work = Work::new(self, config.index_fits);
         let mut plan = Plan::default();
         let mut evicted: HashSet<GangKey> = HashSet::new();
         let mut reservations = 0;

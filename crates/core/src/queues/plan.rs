@@ -172,7 +172,7 @@ impl<'c, 'g> Round<'c, 'g> {
             cluster,
             tree,
             config,
-            work: Work::new(cluster),
+            work: Work::new(cluster, config.index_fits),
             plan,
             usage,
             shares,

@@ -13,11 +13,20 @@
 //! scan would find (`tests/fit_index.rs` checks plans with and without the index are equal).
 
 use crate::cluster::{Cluster, NodeFree};
-use crate::model::PodRequest;
+use crate::model::{PodRequest, Resources};
 use crate::placement::{Assignment, Shortfall, StaticFit, Work};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Most GPUs a node can have (`GpuMask` is 64 bits wide).
 const MAX_GPUS: usize = 64;
+
+/// Single-member shapes whose candidates are kept ordered (`Ranked`) in one round.
+const MAX_SHAPES: usize = 16;
+
+/// Members of a shape placed by ranking whole buckets before its buckets are kept ordered:
+/// ordering a bucket costs a few rankings of it, so one-off shapes are not worth it.
+const ORDER_AFTER: u32 = 4;
 
 /// Marks a node in no bucket (not present in the cluster).
 const NOWHERE: u8 = u8::MAX;
@@ -37,6 +46,31 @@ pub(crate) struct FitIndex {
     buckets: Vec<Vec<u32>>,
     /// Each node's bucket (`NOWHERE`: none) and place in it, for O(1) moves.
     at: Vec<(u8, u32)>,
+    /// How much of `Work::changes` is reflected.
+    seen: usize,
+    /// Single-member shapes' candidates in rank order, for shapes placed often this round.
+    ranked: Vec<Ranked>,
+    /// Single members of each other shape placed by ranking a whole bucket this round, by
+    /// resources and static filters (the address of the cluster's shared `StaticFit`, kept
+    /// alive here).
+    scanned: HashMap<(Resources, usize), (Arc<StaticFit>, u32)>,
+}
+
+/// [`Work::rank`] of a node for one member.
+type Rank = (u64, u64, u64);
+
+/// One single-member shape's nodes with room, bucket by bucket in the order a scan would
+/// choose them (rank, then node), so that placing one member takes the first usable node
+/// instead of ranking the whole bucket: most placements in a long queue are single members,
+/// and each took a bucket of hundreds of nodes. Buckets are ordered on first use.
+#[derive(Debug)]
+struct Ranked {
+    res: Resources,
+    fit: Arc<StaticFit>,
+    /// By bucket: `None` until first used.
+    sets: Vec<Option<BTreeSet<(Rank, u32)>>>,
+    /// Each node's bucket and rank while it is in a set.
+    entry: Vec<Option<(u8, Rank)>>,
     /// How much of `Work::changes` is reflected.
     seen: usize,
 }
@@ -128,6 +162,152 @@ fn bucket_of(free: &NodeFree) -> u8 {
     u8::try_from(free_gpus(free).min(MAX_GPUS as u32)).unwrap_or(NOWHERE)
 }
 
+impl FitIndex {
+    /// The first node in rank order (ties to the lowest node) that can take one `member`,
+    /// from the fullest bucket with one: the node a scan of every node would choose.
+    fn best_single(
+        &mut self,
+        work: &Work<'_>,
+        member: &PodRequest,
+        fit: &Arc<StaticFit>,
+        holder: Option<u32>,
+        out: &[Assignment],
+    ) -> Option<u32> {
+        let res = member.resources;
+        let same = |r: &Ranked| r.res == res && Arc::ptr_eq(&r.fit, fit);
+        let at = match self.ranked.iter().position(same) {
+            Some(at) => at,
+            None if self.scanned(member, fit) < ORDER_AFTER || self.ranked.len() >= MAX_SHAPES => {
+                return self.scan_single(work, member, fit, holder, out);
+            }
+            None => {
+                self.ranked.push(Ranked {
+                    res: member.resources,
+                    fit: fit.clone(),
+                    sets: vec![None; MAX_GPUS + 1],
+                    entry: vec![None; work.free.len()],
+                    seen: work.changes.len(),
+                });
+                self.ranked.len() - 1
+            }
+        };
+        let ranked = self.ranked.get_mut(at)?;
+        ranked.sync(work);
+        for k in member.resources.gpus as usize..=MAX_GPUS {
+            if ranked.sets.get(k).is_some_and(Option::is_none) {
+                let nodes = self.buckets.get(k).map_or(&[][..], Vec::as_slice);
+                ranked.order(work, k, nodes);
+            }
+            let Some(Some(set)) = ranked.sets.get(k) else {
+                continue;
+            };
+            // Usable: not held for another gang, not already holding one of its members if
+            // they go one per node (room checks the rest again, cheaply).
+            let found = set
+                .iter()
+                .map(|&(_, i)| i)
+                .find(|&i| work.room(i, member, 1, holder, out) > 0);
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+impl FitIndex {
+    /// How many members like `member` were placed by [`FitIndex::scan_single`] before this
+    /// one, counting this one.
+    fn scanned(&mut self, member: &PodRequest, fit: &Arc<StaticFit>) -> u32 {
+        let key = (member.resources, Arc::as_ptr(fit) as usize);
+        let count = &mut self
+            .scanned
+            .entry(key)
+            .or_insert_with(|| (fit.clone(), 0))
+            .1;
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// [`FitIndex::best_single`] without the ordered sets: ranks every usable node of the
+    /// fullest bucket with one.
+    fn scan_single(
+        &self,
+        work: &Work<'_>,
+        member: &PodRequest,
+        fit: &StaticFit,
+        holder: Option<u32>,
+        out: &[Assignment],
+    ) -> Option<u32> {
+        (member.resources.gpus..=MAX_GPUS as u32).find_map(|k| {
+            self.bucket(k)
+                .iter()
+                .copied()
+                .filter(|&i| fit.member.get(i as usize).copied().unwrap_or(false))
+                .filter(|&i| work.room(i, member, 1, holder, out) > 0)
+                .min_by_key(|&i| (work.rank(i, 1, &member.resources), i))
+        })
+    }
+}
+
+impl Ranked {
+    /// The rank of node `i` if it belongs in a set: it matches the shape and has room.
+    fn rank(&self, work: &Work<'_>, i: u32) -> Option<Rank> {
+        let member = self.fit.member.get(i as usize).copied().unwrap_or(false);
+        let room = work.free.get(i as usize)?.capacity_for(&self.res) > 0;
+        (member && room).then(|| work.rank(i, 1, &self.res))
+    }
+
+    /// Orders bucket `k` (its `nodes`, as of now).
+    fn order(&mut self, work: &Work<'_>, k: usize, nodes: &[u32]) {
+        let Ok(bucket) = u8::try_from(k) else {
+            return;
+        };
+        let mut set = BTreeSet::new();
+        for &i in nodes {
+            if let Some(rank) = self.rank(work, i) {
+                set.insert((rank, i));
+                if let Some(e) = self.entry.get_mut(i as usize) {
+                    *e = Some((bucket, rank));
+                }
+            }
+        }
+        if let Some(slot) = self.sets.get_mut(k) {
+            *slot = Some(set);
+        }
+    }
+
+    /// Moves the nodes changed since the last call to their new place in the ordered sets.
+    fn sync(&mut self, work: &Work<'_>) {
+        for &i in work.changes.get(self.seen..).unwrap_or_default() {
+            let Some(e) = self.entry.get_mut(i as usize) else {
+                continue;
+            };
+            if let Some((b, rank)) = e.take()
+                && let Some(Some(set)) = self.sets.get_mut(usize::from(b))
+            {
+                set.remove(&(rank, i));
+            }
+            let Some(free) = work.free.get(i as usize) else {
+                continue;
+            };
+            let b = bucket_of(free);
+            if !matches!(self.sets.get(usize::from(b)), Some(Some(_))) {
+                continue;
+            }
+            if let Some(rank) = self.rank(work, i)
+                && let Some(Some(set)) = self.sets.get_mut(usize::from(b))
+            {
+                set.insert((rank, i));
+                if let Some(e) = self.entry.get_mut(i as usize) {
+                    *e = Some((b, rank));
+                }
+            }
+        }
+        self.seen = work.changes.len();
+    }
+}
+
 impl Work<'_> {
     /// Places a single member needing GPUs where a scan would: among the nodes it may use,
     /// those with the fewest GPUs left after it (the first bucket from its GPUs up holding
@@ -135,29 +315,19 @@ impl Work<'_> {
     pub(crate) fn place_one(
         &mut self,
         shape: &[&PodRequest],
-        fit: &StaticFit,
+        fit: &Arc<StaticFit>,
         holder: Option<u32>,
         out: &mut Vec<Assignment>,
     ) -> Result<(), Box<Shortfall>> {
         let Some(&member) = shape.first() else {
             return Ok(());
         };
-        let res = member.resources;
-        let mut best = None;
-        if let Some(ix) = &self.fits {
-            for k in res.gpus..=MAX_GPUS as u32 {
-                best = ix
-                    .bucket(k)
-                    .iter()
-                    .copied()
-                    .filter(|&i| fit.member.get(i as usize).copied().unwrap_or(false))
-                    .filter(|&i| self.room(i, member, 1, holder, out) > 0)
-                    .min_by_key(|&i| (self.rank(i, 1, &res), i));
-                if best.is_some() {
-                    break;
-                }
-            }
-        }
+        // Taken out while it reads the rest of the work.
+        let best = self.fits.take().and_then(|mut ix| {
+            let best = ix.best_single(self, member, fit, holder, out);
+            self.fits = Some(ix);
+            best
+        });
         if let Some(node) = best
             && self.assign(node, member, out)
         {

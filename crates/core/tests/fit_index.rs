@@ -41,6 +41,9 @@ struct Scene {
     nodes: Vec<(usize, u8, bool, bool)>,
     running: Vec<Runs>,
     pending: Vec<Pending>,
+    /// Single-pod gangs of a few shapes, as most of a long queue is: (GPUs index, tolerates,
+    /// created).
+    singles: Vec<(usize, bool, u64)>,
     max_reservations: usize,
     preemption: bool,
     now: u64,
@@ -82,16 +85,18 @@ fn scene() -> impl Strategy<Value = Scene> {
         prop::collection::vec(node, 1..12),
         prop::collection::vec(running, 0..20),
         prop::collection::vec(pending, 1..28),
+        prop::collection::vec((1usize..3, any::<bool>(), 0u64..4000), 0..24),
         0usize..3,
         any::<bool>(),
         0u64..6000,
         prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(nodes, running, pending, max_reservations, preemption, now, queues)| Scene {
+            |(nodes, running, pending, singles, max_reservations, preemption, now, queues)| Scene {
                 nodes,
                 running,
                 pending,
+                singles,
                 max_reservations,
                 preemption,
                 now,
@@ -212,6 +217,20 @@ fn build(scene: &Scene) -> (Cluster, Vec<Gang>) {
                 ends_by: None,
             };
             add(&mut cluster, &infos, r);
+        }
+        gangs.push(gang);
+    }
+    for (i, &(g, tolerates, created)) in scene.singles.iter().enumerate() {
+        let mut gang = Gang::uniform("s", &format!("s{i}"), 1, GPUS[g], 0, created);
+        gang.queue = format!("q{}", i % 2);
+        for m in &mut gang.pending {
+            if tolerates {
+                m.tolerations.push(Toleration {
+                    key: Some("pool".into()),
+                    value: None,
+                    effect: None,
+                });
+            }
         }
         gangs.push(gang);
     }

@@ -9,7 +9,7 @@
 use crate::cluster::Cluster;
 use crate::explain::{self, WaitReason};
 use crate::model::{Gang, GangKey, PodId, PodRequest};
-use crate::placement::{Assignment, Work};
+use crate::placement::{Assignment, Work, same_shape};
 use crate::preemption;
 use crate::queues::{QueueStatus, QueueWait};
 use serde::{Deserialize, Serialize};
@@ -235,24 +235,34 @@ impl Cluster {
                 continue;
             }
             let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
-            members.sort_by(|a, b| a.id.cmp(&b.id));
-            let need = gang.min_member.saturating_sub(running) as usize;
-            let (core, extra) = members.split_at(need.min(members.len()));
+            let need = (gang.min_member.saturating_sub(running) as usize).min(members.len());
             work.backfill_end = gang.runtime_limit.map(|r| now.saturating_add(r));
             // A gang that may backfill a reservation can fit where its class could not.
             let use_classes = config.skip_equivalent && !work.may_backfill();
+            // Members go in name order: it decides which make the minimum and where each goes.
+            // A gang of one shape gets its class's verdict whichever they are, so sorting
+            // waits until the gang is searched for (sorting names of gangs of tens of pods was
+            // a tenth of a 10k-gang round, most of which gets verdicts).
+            let mut sorted = !(use_classes && members.windows(2).all(|w| same_shape(w[0], w[1])));
+            if sorted {
+                members.sort_by(|a, b| a.id.cmp(&b.id));
+            }
             let known = if use_classes {
-                classes.known_shortfall(&work, core)
+                classes.known_shortfall(&work, &members[..need])
             } else {
                 None
             };
+            if known.is_none() && !sorted {
+                members.sort_by(|a, b| a.id.cmp(&b.id));
+                sorted = true;
+            }
             let placed = match known {
                 Some(said) => Err(said),
-                None => match work.place(core, holder) {
+                None => match work.place(&members[..need], holder) {
                     Ok(a) => Ok(a),
                     Err(shortfall) => {
                         if use_classes {
-                            classes.failed(&work, core, &shortfall);
+                            classes.failed(&work, &members[..need], &shortfall);
                         }
                         Err(explain::shortfall(&shortfall))
                     }
@@ -262,7 +272,7 @@ impl Cluster {
                 Ok(mut assignments) => {
                     let required = assignments.len();
                     // Members beyond the minimum are welcome but not required: one by one.
-                    for m in extra {
+                    for m in &members[need..] {
                         if let Ok(mut a) = work.place(&[*m], holder) {
                             assignments.append(&mut a);
                         }
@@ -278,7 +288,16 @@ impl Cluster {
                 Err((reason, mut message)) => {
                     let may_help =
                         any_terminating || lowest_victim.is_some_and(|p| p < gang.priority);
-                    if !reason.unresolvable() && config.preemption && may_help {
+                    let preempt = !reason.unresolvable() && config.preemption && may_help;
+                    let waited = now.saturating_sub(gang.created_at);
+                    let reserve = !reason.unresolvable()
+                        && waited >= config.reserve_after_secs
+                        && reservations < config.max_reservations;
+                    if (preempt || reserve) && !sorted {
+                        members.sort_by(|a, b| a.id.cmp(&b.id));
+                    }
+                    let core = &members[..need];
+                    if preempt {
                         // A gang's own running pods are never its victims but may be another's:
                         // only gangs with none share their candidates.
                         let reuse = use_classes && !self.gangs.contains_key(&gang.key);
@@ -326,12 +345,7 @@ impl Cluster {
                         }
                     }
                     let (mut reserved_nodes, mut reserved_until) = (Vec::new(), None);
-                    let waited = now.saturating_sub(gang.created_at);
-                    if !reason.unresolvable()
-                        && waited >= config.reserve_after_secs
-                        && reservations < config.max_reservations
-                        && let Some(h) = holder
-                    {
+                    if reserve && let Some(h) = holder {
                         (reserved_nodes, reserved_until) =
                             reserve_noted(&mut work, core, h, now, &mut message);
                         if !reserved_nodes.is_empty() {

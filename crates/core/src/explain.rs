@@ -2,6 +2,7 @@
 
 use crate::placement::Shortfall;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write;
 
 /// What blocks a gang, as a category users can filter on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,17 +41,30 @@ pub fn missing_members(have: u32, min: u32) -> String {
 /// Classifies a shortfall and writes its message.
 pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
     let g = sf.resources.gpus;
-    let each = if g > 0 {
-        format!("{} pod{} x {g} GPU{}", sf.pods, plural(sf.pods), plural(g))
-    } else {
-        format!(
-            "{} pod{} ({} mCPU)",
-            sf.pods,
-            plural(sf.pods),
-            sf.resources.cpu_millis
-        )
+    // Long queues write this once per gang skipped after capacity changed: one buffer, no
+    // intermediate strings, in the common case (writing to a String cannot fail).
+    let each = |out: &mut String| {
+        let _ = if g > 0 {
+            write!(
+                out,
+                "{} pod{} x {g} GPU{}",
+                sf.pods,
+                plural(sf.pods),
+                plural(g)
+            )
+        } else {
+            write!(
+                out,
+                "{} pod{} ({} mCPU)",
+                sf.pods,
+                plural(sf.pods),
+                sf.resources.cpu_millis
+            )
+        };
     };
     if sf.matching_nodes == 0 {
+        let mut needs = String::new();
+        each(&mut needs);
         let mut why = Vec::new();
         if sf.rejected_selector > 0 {
             let sel: Vec<String> = sf.selector.iter().map(ToString::to_string).collect();
@@ -79,7 +93,7 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
         };
         return (
             WaitReason::NoMatchingNode,
-            format!("needs {each}, but no node can run it: {detail}"),
+            format!("needs {needs}, but no node can run it: {detail}"),
         );
     }
     if g > sf.largest_node_gpus {
@@ -93,17 +107,23 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
     }
     let needed = u64::from(sf.pods) * u64::from(g);
     if needed > sf.matching_gpus_total {
+        let mut needs = String::new();
+        each(&mut needs);
         return (
             WaitReason::TooLarge,
             format!(
-                "needs {needed} GPUs ({each}); the {} matching nodes have {} healthy GPUs in all",
+                "needs {needed} GPUs ({needs}); the {} matching nodes have {} healthy GPUs in all",
                 sf.matching_nodes, sf.matching_gpus_total
             ),
         );
     }
-    let mut msg = if g > 0 {
-        format!(
-            "needs {each}: {} node{} with {g} free GPU{}, room for {} of {} now",
+    let mut msg = String::with_capacity(128);
+    msg.push_str("needs ");
+    each(&mut msg);
+    let _ = if g > 0 {
+        write!(
+            msg,
+            ": {} node{} with {g} free GPU{}, room for {} of {} now",
             sf.nodes_with_room,
             plural_usize(sf.nodes_with_room),
             plural(g),
@@ -111,23 +131,25 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
             sf.pods
         )
     } else {
-        format!("needs {each}: room for {} now", sf.fit_now)
+        write!(msg, ": room for {} now", sf.fit_now)
     };
     let reason = if g > 0 && sf.free_gpus >= needed {
-        msg.push_str(&format!(
+        let _ = write!(
+            msg,
             "; {} GPUs are free but fragmented across nodes",
             sf.free_gpus
-        ));
+        );
         WaitReason::Fragmentation
     } else {
         WaitReason::Capacity
     };
     if sf.reserved_nodes_skipped > 0 {
-        msg.push_str(&format!(
+        let _ = write!(
+            msg,
             "; {} node{} held for an older gang",
             sf.reserved_nodes_skipped,
             plural_usize(sf.reserved_nodes_skipped)
-        ));
+        );
     }
     (reason, msg)
 }

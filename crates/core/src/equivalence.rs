@@ -88,13 +88,24 @@ impl<'g> Classes<'g> {
         core: &[&'g PodRequest],
     ) -> Option<(WaitReason, String)> {
         let first = uniform(core)?;
+        self.known_uniform(work, first, core.len())
+    }
+
+    /// [`Classes::known_shortfall`] for `count` (at least one) members all shaped like
+    /// `first`, when the caller already knows they are.
+    pub fn known_uniform(
+        &mut self,
+        work: &Work<'_>,
+        first: &PodRequest,
+        count: usize,
+    ) -> Option<(WaitReason, String)> {
         let f = self
             .failed
             .iter_mut()
-            .find(|f| f.want <= core.len() && same_shape(f.shape, first))?;
+            .find(|f| f.want <= count && same_shape(f.shape, first))?;
         f.update(work);
         self.skipped = self.skipped.saturating_add(1);
-        let pods = u32::try_from(core.len()).unwrap_or(u32::MAX);
+        let pods = u32::try_from(count).unwrap_or(u32::MAX);
         if let Some((n, reason, message)) = &f.said
             && *n == pods
         {

@@ -263,17 +263,19 @@ impl Ranked {
         let Ok(bucket) = u8::try_from(k) else {
             return;
         };
-        let mut set = BTreeSet::new();
+        let mut ranked = Vec::with_capacity(nodes.len());
         for &i in nodes {
             if let Some(rank) = self.rank(work, i) {
-                set.insert((rank, i));
+                ranked.push((rank, i));
                 if let Some(e) = self.entry.get_mut(i as usize) {
                     *e = Some((bucket, rank));
                 }
             }
         }
+        // Built from a sorted list at once: cheaper than inserting one by one.
+        ranked.sort_unstable();
         if let Some(slot) = self.sets.get_mut(k) {
-            *slot = Some(set);
+            *slot = Some(BTreeSet::from_iter(ranked));
         }
     }
 

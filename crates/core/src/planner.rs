@@ -243,14 +243,15 @@ impl Cluster {
             // A gang of one shape gets its class's verdict whichever they are, so sorting
             // waits until the gang is searched for (sorting names of gangs of tens of pods was
             // a tenth of a 10k-gang round, most of which gets verdicts).
-            let mut sorted = !(use_classes && members.windows(2).all(|w| same_shape(w[0], w[1])));
+            let uniform = use_classes && members.windows(2).all(|w| same_shape(w[0], w[1]));
+            let mut sorted = !uniform;
             if sorted {
                 members.sort_by(|a, b| a.id.cmp(&b.id));
             }
-            let known = if use_classes {
-                classes.known_shortfall(&work, &members[..need])
-            } else {
-                None
+            let known = match members.first() {
+                Some(first) if uniform && need > 0 => classes.known_uniform(&work, first, need),
+                _ if use_classes => classes.known_shortfall(&work, &members[..need]),
+                _ => None,
             };
             if known.is_none() && !sorted {
                 members.sort_by(|a, b| a.id.cmp(&b.id));

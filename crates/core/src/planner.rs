@@ -216,6 +216,9 @@ impl Cluster {
             .map(|g| g.priority)
             .min();
         let any_terminating = self.gangs.values().any(|g| g.terminating);
+        // One buffer for every gang's members: a long queue is mostly gangs given a verdict
+        // at once, for which allocating it was a noticeable part of the cost.
+        let mut members: Vec<&PodRequest> = Vec::new();
         for (rank, &gi) in order(pending, now, config).iter().enumerate() {
             let gang = &pending[gi];
             let holder = u32::try_from(rank).ok();
@@ -234,7 +237,8 @@ impl Cluster {
                 });
                 continue;
             }
-            let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
+            members.clear();
+            members.extend(gang.pending.iter());
             let need = (gang.min_member.saturating_sub(running) as usize).min(members.len());
             work.backfill_end = gang.runtime_limit.map(|r| now.saturating_add(r));
             // A gang that may backfill a reservation can fit where its class could not.

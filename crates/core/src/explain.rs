@@ -2,7 +2,6 @@
 
 use crate::placement::Shortfall;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write;
 
 /// What blocks a gang, as a category users can filter on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,25 +41,21 @@ pub fn missing_members(have: u32, min: u32) -> String {
 pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
     let g = sf.resources.gpus;
     // Long queues write this once per gang skipped after capacity changed: one buffer, no
-    // intermediate strings, in the common case (writing to a String cannot fail).
+    // intermediate strings, no formatting machinery in the common case.
     let each = |out: &mut String| {
-        let _ = if g > 0 {
-            write!(
-                out,
-                "{} pod{} x {g} GPU{}",
-                sf.pods,
-                plural(sf.pods),
-                plural(g)
-            )
+        push_num(out, sf.pods.into());
+        out.push_str(" pod");
+        out.push_str(plural(sf.pods));
+        if g > 0 {
+            out.push_str(" x ");
+            push_num(out, g.into());
+            out.push_str(" GPU");
+            out.push_str(plural(g));
         } else {
-            write!(
-                out,
-                "{} pod{} ({} mCPU)",
-                sf.pods,
-                plural(sf.pods),
-                sf.resources.cpu_millis
-            )
-        };
+            out.push_str(" (");
+            push_num(out, sf.resources.cpu_millis);
+            out.push_str(" mCPU)");
+        }
     };
     if sf.matching_nodes == 0 {
         let mut needs = String::new();
@@ -120,38 +115,57 @@ pub(crate) fn shortfall(sf: &Shortfall) -> (WaitReason, String) {
     let mut msg = String::with_capacity(128);
     msg.push_str("needs ");
     each(&mut msg);
-    let _ = if g > 0 {
-        write!(
-            msg,
-            ": {} node{} with {g} free GPU{}, room for {} of {} now",
-            sf.nodes_with_room,
-            plural_usize(sf.nodes_with_room),
-            plural(g),
-            sf.fit_now,
-            sf.pods
-        )
+    if g > 0 {
+        msg.push_str(": ");
+        push_num(&mut msg, sf.nodes_with_room as u64);
+        msg.push_str(" node");
+        msg.push_str(plural_usize(sf.nodes_with_room));
+        msg.push_str(" with ");
+        push_num(&mut msg, g.into());
+        msg.push_str(" free GPU");
+        msg.push_str(plural(g));
+        msg.push_str(", room for ");
+        push_num(&mut msg, sf.fit_now.into());
+        msg.push_str(" of ");
+        push_num(&mut msg, sf.pods.into());
+        msg.push_str(" now");
     } else {
-        write!(msg, ": room for {} now", sf.fit_now)
-    };
+        msg.push_str(": room for ");
+        push_num(&mut msg, sf.fit_now.into());
+        msg.push_str(" now");
+    }
     let reason = if g > 0 && sf.free_gpus >= needed {
-        let _ = write!(
-            msg,
-            "; {} GPUs are free but fragmented across nodes",
-            sf.free_gpus
-        );
+        msg.push_str("; ");
+        push_num(&mut msg, sf.free_gpus);
+        msg.push_str(" GPUs are free but fragmented across nodes");
         WaitReason::Fragmentation
     } else {
         WaitReason::Capacity
     };
     if sf.reserved_nodes_skipped > 0 {
-        let _ = write!(
-            msg,
-            "; {} node{} held for an older gang",
-            sf.reserved_nodes_skipped,
-            plural_usize(sf.reserved_nodes_skipped)
-        );
+        msg.push_str("; ");
+        push_num(&mut msg, sf.reserved_nodes_skipped as u64);
+        msg.push_str(" node");
+        msg.push_str(plural_usize(sf.reserved_nodes_skipped));
+        msg.push_str(" held for an older gang");
     }
     (reason, msg)
+}
+
+/// Appends `n` in decimal. A long queue's messages are written thousands of times a round,
+/// and `write!` cost several times as much as the rest of writing one.
+fn push_num(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 fn plural(n: u32) -> &'static str {
@@ -160,4 +174,16 @@ fn plural(n: u32) -> &'static str {
 
 fn plural_usize(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 4_096, u64::from(u32::MAX), u64::MAX] {
+            let mut out = String::from("x");
+            super::push_num(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
 }

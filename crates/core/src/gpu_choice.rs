@@ -225,6 +225,18 @@ pub fn indices(mask: GpuMask) -> Vec<usize> {
     out
 }
 
+/// [`indices`] as the `u32`s an assignment lists, in one allocation (every placed member gets
+/// its list).
+pub(crate) fn indices_u32(mask: GpuMask) -> Vec<u32> {
+    let mut out = Vec::with_capacity(mask.count_ones() as usize);
+    let mut m = mask;
+    while m != 0 {
+        out.push(m.trailing_zeros());
+        m &= m - 1;
+    }
+    out
+}
+
 /// Mask of the given indices; indices at or above 64 are ignored.
 pub fn mask_of(indices: impl IntoIterator<Item = usize>) -> GpuMask {
     indices

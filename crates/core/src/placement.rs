@@ -460,7 +460,7 @@ impl<'c> Work<'c> {
         out.push(Assignment {
             pod: member.id.clone(),
             node: slot.info.name.clone(),
-            gpus: gpu_indices(mask),
+            gpus: crate::gpu_choice::indices_u32(mask),
         });
         true
     }
@@ -492,15 +492,4 @@ pub(crate) fn same_shape(a: &PodRequest, b: &PodRequest) -> bool {
         && a.node_terms == b.node_terms
         && a.tolerations == b.tolerations
         && a.one_per_node == b.one_per_node
-}
-
-/// GPU indices of `mask`, ascending, in one allocation (every placed member gets its list).
-fn gpu_indices(mask: crate::gpu_choice::GpuMask) -> Vec<u32> {
-    let mut out = Vec::with_capacity(mask.count_ones() as usize);
-    let mut m = mask;
-    while m != 0 {
-        out.push(m.trailing_zeros());
-        m &= m - 1;
-    }
-    out
 }

@@ -16,6 +16,7 @@ pub mod planner;
 mod preemption;
 pub mod queues;
 mod shortfall;
+mod static_fit;
 
 pub use cluster::{Cluster, ClusterError, DEFAULT_QUEUE};
 pub use explain::WaitReason;

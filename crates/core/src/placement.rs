@@ -8,10 +8,10 @@
 
 use crate::cluster::{Cluster, NodeFree};
 use crate::fit_index::FitIndex;
-use crate::model::{LabelRequirement, PodId, PodRequest, Resources, TaintEffect, Toleration};
+use crate::model::{PodId, PodRequest, Resources};
 pub(crate) use crate::shortfall::{Contribution, Shortfall};
+pub(crate) use crate::static_fit::{LocalFits, StaticFit, StaticKey};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Where one member goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,24 +21,6 @@ pub struct Assignment {
     /// GPU indices on `node`, ascending.
     pub gpus: Vec<u32>,
 }
-
-/// Nodes that pass a shape's static filters (schedulable, selector, taints), with counts of
-/// the rest by reason, for explanations.
-#[derive(Debug, Default)]
-pub(crate) struct StaticFit {
-    pub nodes: Vec<u32>,
-    /// By node: whether it is in `nodes` (the fit index's candidates are checked against it).
-    pub member: Vec<bool>,
-    pub unschedulable: usize,
-    pub selector: usize,
-    pub taints: usize,
-}
-
-pub(crate) type StaticKey = (
-    Vec<LabelRequirement>,
-    Vec<Vec<LabelRequirement>>,
-    Vec<Toleration>,
-);
 
 /// A planning cycle's scratch state over a [`Cluster`].
 pub(crate) struct Work<'c> {
@@ -59,6 +41,8 @@ pub(crate) struct Work<'c> {
     /// Nodes by free GPUs, so that placing looks only at nodes with room (`None`: scan all,
     /// as what-if copies do: they live for one check).
     pub fits: Option<FitIndex>,
+    /// Static fits this round has looked up, ahead of the cluster's shared cache.
+    pub(crate) local_fits: LocalFits,
 }
 
 impl<'c> Work<'c> {
@@ -72,6 +56,7 @@ impl<'c> Work<'c> {
             undo: Vec::new(),
             changes: Vec::new(),
             fits: index_fits.then(FitIndex::default),
+            local_fits: LocalFits::default(),
         }
     }
 
@@ -86,53 +71,8 @@ impl<'c> Work<'c> {
             undo: Vec::new(),
             changes: Vec::new(),
             fits: None,
+            local_fits: self.local_fits.clone(),
         }
-    }
-
-    pub fn static_fit(&self, req: &PodRequest) -> Arc<StaticFit> {
-        let key = (
-            req.selector.clone(),
-            req.node_terms.clone(),
-            req.tolerations.clone(),
-        );
-        let tolerations = &req.tolerations;
-        if let Some(f) = self
-            .cluster
-            .static_fits
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return f;
-        }
-        let mut fit = StaticFit {
-            member: vec![false; self.cluster.nodes.len()],
-            ..StaticFit::default()
-        };
-        for (i, slot) in self.cluster.nodes.iter().enumerate() {
-            if !slot.present {
-                continue;
-            }
-            let info = &slot.info;
-            if !info.schedulable {
-                fit.unschedulable += 1;
-            } else if !req.node_matches(&info.name, &info.labels) {
-                fit.selector += 1;
-            } else if !info.taints.iter().all(|t| {
-                t.effect == TaintEffect::PreferNoSchedule
-                    || tolerations.iter().any(|tol| tol.tolerates(t))
-            }) {
-                fit.taints += 1;
-            } else {
-                fit.nodes.push(u32::try_from(i).unwrap_or(u32::MAX));
-                fit.member[i] = true;
-            }
-        }
-        let fit = Arc::new(fit);
-        if let Ok(mut cache) = self.cluster.static_fits.lock() {
-            cache.insert(key, fit.clone());
-        }
-        fit
     }
 
     /// Places all `pods` or none. `holder` may use nodes it has reserved.

@@ -81,26 +81,35 @@ impl<'c> Work<'c> {
         pods: &[&PodRequest],
         holder: Option<u32>,
     ) -> Result<Vec<Assignment>, Box<Shortfall>> {
+        // A gang of one shape (most are) is placed as it comes, without grouping its members.
         let mut shapes: Vec<Vec<&PodRequest>> = Vec::new();
-        for p in pods {
-            match shapes.iter_mut().find(|s| same_shape(s[0], p)) {
-                Some(s) => s.push(p),
-                None => shapes.push(vec![p]),
+        if !pods.windows(2).all(|w| same_shape(w[0], w[1])) {
+            for p in pods {
+                match shapes.iter_mut().find(|s| same_shape(s[0], p)) {
+                    Some(s) => s.push(p),
+                    None => shapes.push(vec![p]),
+                }
             }
+            // Biggest members first: they are the hardest to fit; among equals, the ones with
+            // fewest eligible nodes (a member excluded from some nodes must get one of the rest).
+            shapes.sort_by_cached_key(|s| {
+                let eligible = self.static_fit(s[0]).nodes.len();
+                (
+                    std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)),
+                    eligible,
+                )
+            });
         }
-        // Biggest members first: they are the hardest to fit; among equals, the ones with
-        // fewest eligible nodes (a member excluded from some nodes must get one of the rest).
-        shapes.sort_by_cached_key(|s| {
-            let eligible = self.static_fit(s[0]).nodes.len();
-            (
-                std::cmp::Reverse((s[0].resources.gpus, s[0].resources.cpu_millis)),
-                eligible,
-            )
-        });
+        let count = if shapes.is_empty() {
+            usize::from(!pods.is_empty())
+        } else {
+            shapes.len()
+        };
         let checkpoint = self.undo.len();
         let mut out = Vec::with_capacity(pods.len());
         let mut domain = None;
-        for shape in &shapes {
+        for k in 0..count {
+            let shape = shapes.get(k).map_or(pods, Vec::as_slice);
             if let Err(shortfall) = self.place_shape(shape, holder, &mut domain, &mut out) {
                 self.rollback(checkpoint);
                 return Err(shortfall);

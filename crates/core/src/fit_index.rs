@@ -6,7 +6,9 @@
 //! member stops at the first bucket holding a node it may use). The buckets follow the round's
 //! changes (`Work::changes`: placements, rolled-back attempts, preemptors' holds,
 //! reservations), so capacity taken and given back alike moves nodes between buckets, at a
-//! cost of the nodes changed rather than of the cluster.
+//! cost of the nodes changed rather than of the cluster. A single-member shape placed often
+//! also keeps each bucket's nodes ordered by rank (`Ranked`), so that placing one takes the
+//! first usable node rather than ranking the whole bucket.
 //!
 //! Only free GPUs are indexed: CPU, memory, pod slots, static filters and reservations are
 //! still checked node by node on the candidates, so candidates are exactly the nodes a full

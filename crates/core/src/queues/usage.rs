@@ -54,16 +54,19 @@ impl Usage {
             running: vec![0; n],
             queue_of: BTreeMap::new(),
         };
+        let mut queue_of = Vec::with_capacity(cluster.gangs.len());
         for (key, g) in &cluster.gangs {
             let Some(q) = tree.index(cluster.gang_queue(key)) else {
                 continue;
             };
-            u.queue_of.insert(key.clone(), q);
+            queue_of.push((key.clone(), q));
             u.charge(tree, q, of_gang(g));
             for c in tree.chain(q) {
                 u.running[c] = u.running[c].saturating_add(1);
             }
         }
+        // In key order already: the map is built in one pass, not by an insert per gang.
+        u.queue_of = queue_of.into_iter().collect();
         u
     }
 

@@ -1,0 +1,63 @@
+//! The core's view of waiting jobs kept from one cycle to the next: with the whole queue
+//! planned every cycle, building each gang (its key, its pods' names) and freeing it again
+//! cost about as much as the core's plan of it. A job's gang changes only when it is evicted
+//! (a new attempt: new key, new pod names) or its declared run time left changes; both are
+//! checked, so a handed-out gang is always exactly [`Sim::gang`]'s.
+
+use crate::engine::Sim;
+use muster_core::Gang;
+use std::collections::HashMap;
+
+/// What a cached gang was built from, besides what never changes for a job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    attempt: u32,
+    declared_left: Option<u64>,
+}
+
+fn stamp(sim: &Sim<'_>, job: usize) -> Stamp {
+    Stamp {
+        attempt: sim.rt[job].attempt,
+        declared_left: sim.declared_left(job),
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct GangCache {
+    gangs: HashMap<usize, (Stamp, Gang)>,
+    /// The stamps of the last [`GangCache::take`]'s gangs, in its order.
+    taken: Vec<Stamp>,
+}
+
+impl GangCache {
+    /// The gangs of `jobs`, in their order; gangs of jobs not among them are forgotten.
+    pub fn take(&mut self, sim: &Sim<'_>, jobs: &[usize]) -> Vec<Gang> {
+        self.taken.clear();
+        let gangs = jobs
+            .iter()
+            .map(|&j| {
+                let now = stamp(sim, j);
+                self.taken.push(now);
+                match self.gangs.remove(&j) {
+                    Some((s, g)) if s == now => g,
+                    _ => sim.gang(j),
+                }
+            })
+            .collect();
+        // What is left belongs to jobs no longer waiting (started, or beyond the window).
+        self.gangs.clear();
+        gangs
+    }
+
+    /// Keeps `gangs` (of `jobs`, as [`GangCache::take`] gave them) for the next cycle.
+    /// Stamped as they were taken: applying the plan may evict and requeue jobs meanwhile.
+    pub fn put_back(&mut self, jobs: &[usize], gangs: Vec<Gang>) {
+        let stamps = std::mem::take(&mut self.taken);
+        self.gangs.extend(
+            jobs.iter()
+                .zip(stamps)
+                .zip(gangs)
+                .map(|((&j, s), g)| (j, (s, g))),
+        );
+    }
+}

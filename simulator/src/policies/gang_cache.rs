@@ -6,7 +6,6 @@
 
 use crate::engine::Sim;
 use muster_core::Gang;
-use std::collections::HashMap;
 
 /// What a cached gang was built from, besides what never changes for a job.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -24,40 +23,40 @@ fn stamp(sim: &Sim<'_>, job: usize) -> Stamp {
 
 #[derive(Default)]
 pub(crate) struct GangCache {
-    gangs: HashMap<usize, (Stamp, Gang)>,
+    /// By job id (a lookup per waiting gang per cycle: no hashing). A job that started keeps
+    /// its slot until it waits again with a new attempt: at most one gang per job.
+    gangs: Vec<Option<(Stamp, Gang)>>,
     /// The stamps of the last [`GangCache::take`]'s gangs, in its order.
     taken: Vec<Stamp>,
 }
 
 impl GangCache {
-    /// The gangs of `jobs`, in their order; gangs of jobs not among them are forgotten.
+    /// The gangs of `jobs`, in their order.
     pub fn take(&mut self, sim: &Sim<'_>, jobs: &[usize]) -> Vec<Gang> {
+        if self.gangs.len() < sim.jobs.len() {
+            self.gangs.resize_with(sim.jobs.len(), || None);
+        }
         self.taken.clear();
-        let gangs = jobs
-            .iter()
+        jobs.iter()
             .map(|&j| {
                 let now = stamp(sim, j);
                 self.taken.push(now);
-                match self.gangs.remove(&j) {
+                match self.gangs.get_mut(j).and_then(Option::take) {
                     Some((s, g)) if s == now => g,
                     _ => sim.gang(j),
                 }
             })
-            .collect();
-        // What is left belongs to jobs no longer waiting (started, or beyond the window).
-        self.gangs.clear();
-        gangs
+            .collect()
     }
 
     /// Keeps `gangs` (of `jobs`, as [`GangCache::take`] gave them) for the next cycle.
     /// Stamped as they were taken: applying the plan may evict and requeue jobs meanwhile.
     pub fn put_back(&mut self, jobs: &[usize], gangs: Vec<Gang>) {
         let stamps = std::mem::take(&mut self.taken);
-        self.gangs.extend(
-            jobs.iter()
-                .zip(stamps)
-                .zip(gangs)
-                .map(|((&j, s), g)| (j, (s, g))),
-        );
+        for ((&j, s), g) in jobs.iter().zip(stamps).zip(gangs) {
+            if let Some(slot) = self.gangs.get_mut(j) {
+                *slot = Some((s, g));
+            }
+        }
     }
 }

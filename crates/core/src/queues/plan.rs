@@ -13,7 +13,7 @@ use super::ahead::Ahead;
 use super::reclaim;
 use super::share::fair_shares;
 use super::status::{QueueWait, capacity, status};
-use super::usage::{self, Usage, add, of_members, sub};
+use super::usage::{self, RunningKeys, Usage, add, of_members, sub};
 use super::{Amounts, QueueTree, RESOURCES};
 use crate::cluster::Cluster;
 use crate::explain::{self, WaitReason};
@@ -103,6 +103,7 @@ impl<'c, 'g> Round<'c, 'g> {
         let mut asked = vec![[0u64; 3]; n];
         // Gangs a closed queue holds back: pending in its status all the same.
         let mut held_back = vec![0u32; n];
+        let running_keys = RunningKeys::of(cluster);
         for gi in order(pending, now, config) {
             let gang = &pending[gi];
             let leaf = match tree.leaf(&gang.queue) {
@@ -130,7 +131,7 @@ impl<'c, 'g> Round<'c, 'g> {
                 ));
                 continue;
             }
-            let running = cluster.gangs.get(&gang.key).map_or(0, |g| g.live);
+            let running = running_keys.live(cluster, &gang.key);
             let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
             // Callers mostly list members in order already: checking is cheaper than sorting.
             if !members.is_sorted_by(|a, b| a.id <= b.id) {

@@ -1,5 +1,6 @@
 //! A planning round with queues against the same round with one queue and with none: 5,000
-//! nodes half full, 5,000 pending gangs of 1 to 64 pods; and a reclaim search on a full cluster.
+//! nodes half full, 5,000 pending gangs of 1 to 64 pods (and 10,000 with 100 queues); and a
+//! reclaim search on a full cluster.
 //!
 //! `cargo bench -p muster-core --bench queues`. The bar: 100 queues cost about what one
 //! does (report both and the ratio).
@@ -87,6 +88,16 @@ fn benches(c: &mut Criterion) {
             p.waiting.len()
         );
         group.bench_function(format!("5000 gangs, 5000 nodes half full, {label}"), |b| {
+            b.iter(|| black_box(c.plan_with_queues(black_box(&g), 0, &config, &tree)))
+        });
+    }
+    // Twice the queue: planning cost should grow with the queue, not faster (#18).
+    {
+        let (tree, leaves) = hundred();
+        let mut c = cluster(0.5);
+        let mut g = pending(10_000);
+        assign(&mut c, &mut g, &leaves);
+        group.bench_function("10000 gangs, 5000 nodes half full, 100 queues", |b| {
             b.iter(|| black_box(c.plan_with_queues(black_box(&g), 0, &config, &tree)))
         });
     }

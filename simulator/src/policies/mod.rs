@@ -3,6 +3,7 @@
 
 pub mod easy;
 pub mod fifo;
+mod gang_cache;
 pub mod greedy;
 mod hopeless;
 pub mod muster;

@@ -3,6 +3,7 @@
 //! tree (`muster-queues`, `muster-hard-quota`) it plans with `plan_with_queues`: guarantees,
 //! fair share, limits, and reclaim of borrowed GPUs.
 
+use super::gang_cache::GangCache;
 use super::{Policy, hopeless};
 use crate::engine::{QueueKey, Sim, SimError};
 use muster_core::{Assignment, GangKey, PlannerConfig, QueueTree};
@@ -49,6 +50,8 @@ pub struct Muster {
     tree: Option<Arc<QueueTree>>,
     /// The workload's lowest priority: gangs above it may preempt.
     lowest: Option<i32>,
+    /// With queues, the waiting gangs handed to the core last cycle.
+    cache: GangCache,
 }
 
 impl Muster {
@@ -59,6 +62,7 @@ impl Muster {
             config,
             tree: None,
             lowest: None,
+            cache: GangCache::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl Muster {
             config,
             tree: Some(tree),
             lowest: None,
+            cache: GangCache::default(),
         }
     }
 
@@ -76,7 +81,11 @@ impl Muster {
     /// every queue's line, so that a queue arriving behind another's flood is seen (and can
     /// reclaim) instead of waiting beyond the window.
     fn head(&self, sim: &Sim<'_>) -> Vec<usize> {
-        let window = self.config.window.unwrap_or(usize::MAX).max(1);
+        let Some(window) = self.config.window else {
+            // Every lane is part of the whole queue.
+            return sim.queue.iter().map(|k| k.2).collect();
+        };
+        let window = window.max(1);
         let mut keys: BTreeSet<QueueKey> = sim.queue.iter().take(window).copied().collect();
         if let Some(t) = &sim.queues {
             let per_lane = (window / 8).max(1);
@@ -158,7 +167,7 @@ impl Muster {
         let planner = &self.config.planner;
         let (gangs, plan) = match &self.tree {
             Some(tree) => {
-                let gangs: Vec<_> = head.iter().map(|&j| sim.gang(j)).collect();
+                let gangs = self.cache.take(sim, &head);
                 let plan = sim.cluster.plan_with_queues(&gangs, sim.now, planner, tree);
                 (gangs, plan)
             }
@@ -242,6 +251,10 @@ impl Muster {
         for p in &plan.placements {
             let job = job_of(sim, &p.gang)?;
             place(sim, job, &p.assignments)?;
+        }
+        drop(by_key);
+        if self.tree.is_some() {
+            self.cache.put_back(&head, gangs);
         }
         let reclaimed = plan.preemptions.iter().any(|p| p.reclaim);
         Ok(reclaimed && sim.queues.as_ref().is_some_and(|t| t.any_starved()))

@@ -19,6 +19,7 @@
 //!   `false` keeps what the queue holds above its guarantee from ever being reclaimed.
 //! - `closed`: the queue admits no new gangs (Volcano's `Closed` state).
 
+mod ahead;
 mod plan;
 mod reclaim;
 mod share;

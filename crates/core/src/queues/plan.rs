@@ -9,10 +9,11 @@
 //! priority gangs of its own queue only, then a reservation (at most `max_reservations` per
 //! queue).
 
+use super::ahead::Ahead;
 use super::reclaim;
-use super::share::{self, fair_shares, format_ratio};
+use super::share::fair_shares;
 use super::status::{QueueWait, capacity, status};
-use super::usage::{self, Usage, add, of_members, sub};
+use super::usage::{self, RunningKeys, Usage, add, of_members, sub};
 use super::{Amounts, QueueTree, RESOURCES};
 use crate::cluster::Cluster;
 use crate::explain::{self, WaitReason};
@@ -23,6 +24,9 @@ use crate::planner::{
 };
 use crate::preemption::{self, Outcome};
 use std::collections::{HashSet, VecDeque};
+use turn::Turns;
+
+mod turn;
 
 impl Cluster {
     /// Plans like [`Cluster::plan`], with queues (see [`crate::queues`]). With an empty tree,
@@ -62,8 +66,8 @@ struct Round<'c, 'g> {
     lines: Vec<VecDeque<Entry<'g>>>,
     reservations: Vec<usize>,
     evicted: HashSet<GangKey>,
-    /// (leaf, its share when picked) of every gang placed this round.
-    went: Vec<(usize, u64)>,
+    /// Queues that placed gangs this round, for the fair-share note.
+    ahead: Ahead,
     any_terminating: bool,
     /// Per queue, the lowest priority of its preemptible running gangs: whether priority
     /// preemption inside the queue can help, without a scan per blocked gang.
@@ -76,6 +80,12 @@ struct Round<'c, 'g> {
     free_gpus_at_start: u64,
     /// Gang shapes that could not fit this round (see [`crate::equivalence`]).
     classes: crate::equivalence::Classes<'g>,
+    /// Whose turn it is, kept between picks.
+    turns: Turns,
+    /// Usage changed since the turn order was last brought up to date.
+    usage_changed: bool,
+    /// Per leaf, [`reclaim::anyone_borrows`] as of the last usage change, once asked.
+    borrows: Vec<Option<bool>>,
 }
 
 impl<'c, 'g> Round<'c, 'g> {
@@ -93,6 +103,7 @@ impl<'c, 'g> Round<'c, 'g> {
         let mut asked = vec![[0u64; 3]; n];
         // Gangs a closed queue holds back: pending in its status all the same.
         let mut held_back = vec![0u32; n];
+        let running_keys = RunningKeys::of(cluster);
         for gi in order(pending, now, config) {
             let gang = &pending[gi];
             let leaf = match tree.leaf(&gang.queue) {
@@ -120,9 +131,12 @@ impl<'c, 'g> Round<'c, 'g> {
                 ));
                 continue;
             }
-            let running = cluster.gangs.get(&gang.key).map_or(0, |g| g.live);
+            let running = running_keys.live(cluster, &gang.key);
             let mut members: Vec<&PodRequest> = gang.pending.iter().collect();
-            members.sort_by(|a, b| a.id.cmp(&b.id));
+            // Callers mostly list members in order already: checking is cheaper than sorting.
+            if !members.is_sorted_by(|a, b| a.id <= b.id) {
+                members.sort_by(|a, b| a.id.cmp(&b.id));
+            }
             let want = gang.min_member.saturating_sub(running) as usize;
             let extra = members.split_off(want.min(members.len()));
             let need = of_members(&members);
@@ -179,67 +193,33 @@ impl<'c, 'g> Round<'c, 'g> {
             lines,
             reservations: vec![0; n],
             evicted: HashSet::new(),
-            went: Vec::new(),
+            ahead: Ahead::new(n),
             any_terminating: cluster.gangs.values().any(|g| g.terminating),
             lowest_preemptible,
             protected_borrowers,
             reclaim_failed: vec![Vec::new(); n],
             free_gpus_at_start: cluster.free_gpu_total(),
             classes: Default::default(),
-        }
-    }
-
-    fn ratio(&self, q: usize) -> u64 {
-        share::ratio(&self.usage.alloc[q], &self.shares[q])
-    }
-
-    /// The next leaf to serve: guaranteed work first, then the child furthest below its fair
-    /// share at every level.
-    fn pick(&self) -> Option<usize> {
-        let n = self.tree.nodes.len();
-        let heads: Vec<usize> = (0..n).filter(|&q| !self.lines[q].is_empty()).collect();
-        let guaranteed: Vec<usize> = heads
-            .iter()
-            .copied()
-            .filter(|&q| {
-                self.lines[q]
-                    .front()
-                    .is_some_and(|e| reclaim::within_guarantee(self.tree, &self.usage, q, e.need))
-            })
-            .collect();
-        let pool = if guaranteed.is_empty() {
-            heads
-        } else {
-            guaranteed
-        };
-        let mut open = vec![false; n];
-        for &q in &pool {
-            for c in self.tree.chain(q) {
-                open[c] = true;
-            }
-        }
-        let mut level: Vec<usize> = self.tree.roots().collect();
-        loop {
-            let best = level
-                .iter()
-                .copied()
-                .filter(|&q| open[q])
-                .min_by_key(|&q| (self.ratio(q), q))?;
-            if self.tree.nodes[best].children.is_empty() {
-                return Some(best);
-            }
-            level = self.tree.nodes[best].children.clone();
+            turns: Turns::new(n),
+            usage_changed: false,
+            borrows: vec![None; n],
         }
     }
 
     fn run(mut self, now: u64) -> Plan {
         let mut rank = 0u32;
-        while let Some(leaf) = self.pick() {
+        self.refresh(None);
+        loop {
+            let picked = self.turns.pick(self.tree);
+            #[cfg(debug_assertions)]
+            assert_eq!(picked, self.pick_afresh(), "kept turn order went stale");
+            let Some(leaf) = picked else { break };
             let Some(entry) = self.lines[leaf].pop_front() else {
                 break;
             };
-            let ratio = self.ratio(leaf);
+            let ratio = self.turns.ratio[leaf];
             self.step(&entry, leaf, Some(rank), ratio, now);
+            self.refresh(Some(leaf));
             rank = rank.saturating_add(1);
         }
         self.plan
@@ -313,7 +293,8 @@ impl<'c, 'g> Round<'c, 'g> {
                     }
                 }
                 self.usage.charge(self.tree, leaf, took);
-                self.went.push((leaf, ratio));
+                self.usage_changed = true;
+                self.ahead.went(leaf, ratio);
                 if !assignments.is_empty() {
                     self.plan.placements.push(GangPlacement {
                         gang: gang.key.clone(),
@@ -339,8 +320,7 @@ impl<'c, 'g> Round<'c, 'g> {
         let mut queue_wait = None;
         if !reason.unresolvable() && self.config.preemption {
             if reclaim::within_guarantee(self.tree, &self.usage, leaf, e.need)
-                && (self.protected_borrowers
-                    || reclaim::anyone_borrows(self.tree, &self.usage, leaf))
+                && (self.protected_borrowers || self.anyone_borrows(leaf))
             {
                 let uniform = uniform_shape(&e.core);
                 let known = uniform.and_then(|(m, n)| {
@@ -401,9 +381,13 @@ impl<'c, 'g> Round<'c, 'g> {
         if matches!(reason, WaitReason::Capacity | WaitReason::Fragmentation)
             && queue_wait.is_none()
             && e.need[0] <= self.free_gpus_at_start
-            && let Some(note) = self.fair_share_note(leaf, ratio)
+            && let Some(note) = self.ahead.note(self.tree, leaf, ratio)
         {
-            message = format!("{note}; {message}");
+            let mut m = String::with_capacity(note.len() + 2 + message.len());
+            m.push_str(note);
+            m.push_str("; ");
+            m.push_str(&message);
+            message = m;
             queue_wait = Some(QueueWait::FairShare);
         }
         let (mut reserved_nodes, mut reserved_until) = (Vec::new(), None);
@@ -478,36 +462,8 @@ impl<'c, 'g> Round<'c, 'g> {
             }
         }
         self.usage.charge(self.tree, leaf, need);
+        self.usage_changed = true;
         self.plan.preemptions.push(p);
-    }
-
-    /// "waiting for fair share: research 0.9 of its share, vision 0.4" when queues further
-    /// below their share placed gangs ahead of this one this round.
-    fn fair_share_note(&self, leaf: usize, ratio: u64) -> Option<String> {
-        let mut ahead: Vec<(u64, usize)> = Vec::new();
-        for &(q, r) in &self.went {
-            if q != leaf && r < ratio {
-                match ahead.iter_mut().find(|(_, x)| *x == q) {
-                    Some(a) => a.0 = a.0.min(r),
-                    None => ahead.push((r, q)),
-                }
-            }
-        }
-        if ahead.is_empty() {
-            return None;
-        }
-        ahead.sort_unstable();
-        let others: Vec<String> = ahead
-            .iter()
-            .take(3)
-            .map(|&(r, q)| format!("{} {}", self.tree.nodes[q].name, format_ratio(r)))
-            .collect();
-        Some(format!(
-            "waiting for fair share: {} {} of its share, {}",
-            self.tree.nodes[leaf].name,
-            format_ratio(ratio),
-            others.join(", ")
-        ))
     }
 }
 

@@ -54,16 +54,19 @@ impl Usage {
             running: vec![0; n],
             queue_of: BTreeMap::new(),
         };
+        let mut queue_of = Vec::with_capacity(cluster.gangs.len());
         for (key, g) in &cluster.gangs {
             let Some(q) = tree.index(cluster.gang_queue(key)) else {
                 continue;
             };
-            u.queue_of.insert(key.clone(), q);
+            queue_of.push((key.clone(), q));
             u.charge(tree, q, of_gang(g));
             for c in tree.chain(q) {
                 u.running[c] = u.running[c].saturating_add(1);
             }
         }
+        // In key order already: the map is built in one pass, not by an insert per gang.
+        u.queue_of = queue_of.into_iter().collect();
         u
     }
 
@@ -135,4 +138,34 @@ impl Usage {
         }
         lent
     }
+}
+
+/// Which gangs run, for a quick "no" on pending gangs: most run no member, and a lookup in
+/// the cluster's map compares key strings down the tree. A hash match still looks up the map.
+pub(crate) struct RunningKeys(Vec<u64>);
+
+impl RunningKeys {
+    pub fn of(cluster: &Cluster) -> RunningKeys {
+        let mut hashes: Vec<u64> = cluster.gangs.keys().map(key_hash).collect();
+        hashes.sort_unstable();
+        RunningKeys(hashes)
+    }
+
+    /// The live members of `key`'s gang in the cluster.
+    pub fn live(&self, cluster: &Cluster, key: &GangKey) -> u32 {
+        if self.0.binary_search(&key_hash(key)).is_err() {
+            return 0;
+        }
+        cluster.gangs.get(key).map_or(0, |g| g.live)
+    }
+}
+
+/// FNV-1a over the key's namespace and name (a byte no UTF-8 text has between them).
+fn key_hash(key: &GangKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = key.namespace.bytes().chain([0xff]).chain(key.name.bytes());
+    for b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

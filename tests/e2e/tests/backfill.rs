@@ -158,7 +158,10 @@ async fn a_gang_declaring_a_short_run_goes_ahead_of_an_older_long_one() {
     }
 
     // The node frees: the short gang's response ratio, (waited + 600) / 600, is above the long
-    // one's, (waited + 36000) / 36000, so it gets the node although it came later.
+    // one's, (waited + 36000) / 36000, so it gets the node although it came later. Creation
+    // times are whole seconds: until the short gang has waited a few, the long one's second
+    // or two more of waiting could still outweigh it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     Api::<Pod>::namespaced(client.clone(), "ml")
         .delete("hold-0", &DeleteParams::default().grace_period(0))
         .await

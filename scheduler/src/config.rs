@@ -53,7 +53,7 @@ pub struct Flags {
     pub max_reservations: Option<usize>,
     /// Order among gangs of equal priority: `response-ratio` (default; shortest declared run
     /// time relative to its wait first, oldest first when none declares one) or `arrival`.
-    #[arg(long, value_parser = parse_gang_order)]
+    #[arg(long)]
     pub gang_order: Option<muster_core::GangOrder>,
     /// Run time the response-ratio order assumes for gangs that declare none.
     #[arg(long)]
@@ -85,16 +85,6 @@ const MAX_BARRIER_SECS: u64 = 90;
 const MAX_RESERVE_AFTER_SECS: u64 = 30 * 24 * 3600;
 const MAX_RESERVATIONS: usize = 1024;
 const MAX_UNDECLARED_RUNTIME_SECS: u64 = 365 * 24 * 3600;
-
-fn parse_gang_order(s: &str) -> Result<muster_core::GangOrder, String> {
-    match s {
-        "arrival" => Ok(muster_core::GangOrder::Arrival),
-        "response-ratio" | "responseRatio" => Ok(muster_core::GangOrder::ResponseRatio),
-        other => Err(format!(
-            "unknown gang order '{other}': expected response-ratio or arrival"
-        )),
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

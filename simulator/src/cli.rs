@@ -74,7 +74,7 @@ pub struct Args {
     pub max_reservations: usize,
     /// muster: order among gangs of equal priority, `response-ratio` (highest (waited +
     /// declared run time) / declared run time first) or `arrival` (oldest first).
-    #[arg(long, default_value = "response-ratio", value_parser = parse_order)]
+    #[arg(long, default_value = "response-ratio")]
     pub order: muster_core::GangOrder,
     /// muster: disable preemption.
     #[arg(long)]
@@ -96,16 +96,6 @@ pub struct Args {
     /// Run the policies one after another instead of on parallel threads.
     #[arg(long)]
     pub sequential: bool,
-}
-
-fn parse_order(s: &str) -> Result<muster_core::GangOrder, String> {
-    match s {
-        "response-ratio" => Ok(muster_core::GangOrder::ResponseRatio),
-        "arrival" => Ok(muster_core::GangOrder::Arrival),
-        other => Err(format!(
-            "unknown order '{other}': expected response-ratio or arrival"
-        )),
-    }
 }
 
 impl Args {

@@ -11,6 +11,7 @@ pub mod explain;
 mod fit_index;
 pub mod gpu_choice;
 pub mod model;
+pub mod order;
 mod placement;
 pub mod planner;
 mod preemption;
@@ -24,8 +25,9 @@ pub use model::{
     FIELD_NODE_NAME, Gang, GangKey, GpuInfo, LabelRequirement, NodeInfo, PlacedPod, PodId,
     PodRequest, Resources, Taint, TaintEffect, Toleration,
 };
+pub use order::{GangOrder, OrderRank};
 pub use placement::Assignment;
-pub use planner::{GangOrder, GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};
+pub use planner::{GangPlacement, Plan, PlannerConfig, Preemption, Victim, Waiting};
 pub use queues::{
     QueueError, QueueSpec, QueueStatus, QueueTree, QueueWait, QuotaSpec, Resource as QueueResource,
 };

@@ -9,6 +9,7 @@
 use crate::cluster::Cluster;
 use crate::explain::{self, WaitReason};
 use crate::model::{Gang, GangKey, PodId, PodRequest};
+pub use crate::order::{GangOrder, OrderRank};
 use crate::placement::{Assignment, Work, same_shape};
 use crate::preemption;
 use crate::queues::{QueueStatus, QueueWait};
@@ -45,21 +46,6 @@ pub struct PlannerConfig {
     /// that declaring (and being held to) a shorter one pays.
     #[serde(default = "one_day")]
     pub undeclared_runtime_secs: u64,
-}
-
-/// How gangs of equal priority are ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum GangOrder {
-    /// Oldest first (Volcano's and Kueue's default).
-    Arrival,
-    /// Highest response ratio next (Brinch Hansen's HRRN): (waited + run time) / run time, the
-    /// run time being the declared one (a Job's `activeDeadlineSeconds`). Short gangs go ahead
-    /// of long ones that have waited less than their own length, and every gang's ratio grows
-    /// while it waits, so none starves. When no gang declares a run time, every gang assumes
-    /// the same one and this is exactly [`GangOrder::Arrival`].
-    #[default]
-    ResponseRatio,
 }
 
 fn yes() -> bool {
@@ -154,36 +140,34 @@ impl Plan {
     }
 }
 
-/// Planning order: higher priority first, then by `config.order` at `now`, then older, then by
-/// name (deterministic).
+impl PlannerConfig {
+    /// Where a gang created at `created_at`, declaring `runtime` seconds, stands at `now` among
+    /// gangs of its priority (see [`order`]).
+    pub fn rank(&self, created_at: u64, runtime: Option<u64>, now: u64) -> OrderRank {
+        OrderRank::of(
+            self.order,
+            self.undeclared_runtime_secs,
+            created_at,
+            runtime,
+            now,
+        )
+    }
+}
+
+/// Planning order: higher priority first, then by [`OrderRank`] at `now` (`config.order`,
+/// then older), then by name (deterministic).
 pub fn order(pending: &[Gang], now: u64, config: &PlannerConfig) -> Vec<usize> {
-    // (waited + run, run) per gang, computed once: the sort compares them as fractions, by
-    // cross-multiplication in u128 (no rounding, no overflow: both are below 2^64).
-    let ratio: Vec<(u128, u128)> = match config.order {
-        GangOrder::Arrival => Vec::new(),
-        GangOrder::ResponseRatio => pending
-            .iter()
-            .map(|g| {
-                let run = u128::from(
-                    g.runtime_limit
-                        .unwrap_or(config.undeclared_runtime_secs)
-                        .max(1),
-                );
-                (u128::from(now.saturating_sub(g.created_at)) + run, run)
-            })
-            .collect(),
-    };
-    let by_ratio = |a: usize, b: usize| match (ratio.get(a), ratio.get(b)) {
-        (Some(&(xn, xd)), Some(&(yn, yd))) => (yn * xd).cmp(&(xn * yd)),
-        _ => std::cmp::Ordering::Equal,
-    };
+    // Ranks computed once, not per comparison.
+    let ranks: Vec<OrderRank> = pending
+        .iter()
+        .map(|g| config.rank(g.created_at, g.runtime_limit, now))
+        .collect();
     let mut idx: Vec<usize> = (0..pending.len()).collect();
     idx.sort_by(|&a, &b| {
         let (x, y) = (&pending[a], &pending[b]);
         y.priority
             .cmp(&x.priority)
-            .then_with(|| by_ratio(a, b))
-            .then(x.created_at.cmp(&y.created_at))
+            .then_with(|| ranks[a].cmp(&ranks[b]))
             .then_with(|| x.key.cmp(&y.key))
     });
     idx

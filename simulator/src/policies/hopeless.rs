@@ -14,8 +14,8 @@
 //! the whole queue.
 
 use crate::engine::Sim;
-use muster_core::{Gang, GangOrder, Plan, PlannerConfig};
-use std::cmp::{Ordering, Reverse};
+use muster_core::{Gang, OrderRank as Rank, Plan, PlannerConfig};
+use std::cmp::Reverse;
 use std::collections::HashSet;
 
 pub(crate) struct Pruned {
@@ -26,65 +26,10 @@ pub(crate) struct Pruned {
     now: u64,
 }
 
-/// Where a gang of the lowest priority stands in the core's planning order
-/// (`muster_core::planner::order`): by response ratio (waited + run) / run under
-/// [`GangOrder::ResponseRatio`], then by arrival. The core orders equal ranks by name, so a
-/// selection keeps every gang tied with its last one.
-#[derive(Clone, Copy, Debug)]
-struct Rank {
-    waited_plus_run: u128,
-    run: u128,
-    arrival: u64,
+/// Where a waiting job's gang stands among the lowest priority's in the core's planning order.
+fn rank(sim: &Sim<'_>, config: &PlannerConfig, job: usize) -> Rank {
+    config.rank(sim.jobs[job].arrival, sim.declared_left(job), sim.now)
 }
-
-impl Rank {
-    fn of(created_at: u64, runtime: Option<u64>, now: u64, config: &PlannerConfig) -> Rank {
-        let run = match config.order {
-            GangOrder::Arrival => 1,
-            GangOrder::ResponseRatio => {
-                u128::from(runtime.unwrap_or(config.undeclared_runtime_secs).max(1))
-            }
-        };
-        let waited = match config.order {
-            GangOrder::Arrival => 0,
-            GangOrder::ResponseRatio => u128::from(now.saturating_sub(created_at)),
-        };
-        Rank {
-            waited_plus_run: waited + run,
-            run,
-            arrival: created_at,
-        }
-    }
-
-    fn of_job(sim: &Sim<'_>, config: &PlannerConfig, job: usize) -> Rank {
-        Rank::of(
-            sim.jobs[job].arrival,
-            sim.declared_left(job),
-            sim.now,
-            config,
-        )
-    }
-}
-
-impl Ord for Rank {
-    /// Earlier in planning order is less: the higher ratio, then the earlier arrival.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.waited_plus_run * self.run)
-            .cmp(&(self.waited_plus_run * other.run))
-            .then(self.arrival.cmp(&other.arrival))
-    }
-}
-impl PartialOrd for Rank {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Rank {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Rank {}
 
 /// The first `cap` of `jobs` in planning order, and every one tied with the last of them.
 fn first_in_order(mut ranked: Vec<(Rank, usize)>, cap: usize) -> Vec<usize> {
@@ -124,10 +69,7 @@ pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Prune
             None => kept.extend(set.iter().map(|k| k.2)),
             Some(0) => {}
             Some(cap) => {
-                let ranked = set
-                    .iter()
-                    .map(|k| (Rank::of_job(sim, config, k.2), k.2))
-                    .collect();
+                let ranked = set.iter().map(|k| (rank(sim, config, k.2), k.2)).collect();
                 kept.extend(first_in_order(ranked, cap));
             }
         }
@@ -144,7 +86,7 @@ pub(crate) fn prune(sim: &Sim<'_>, config: &PlannerConfig, lowest: i32) -> Prune
                 break;
             }
             if !kept.contains(&j) {
-                eligible.push((Rank::of_job(sim, config, j), j));
+                eligible.push((rank(sim, config, j), j));
             }
         }
         let reservers = first_in_order(eligible.clone(), config.max_reservations);
@@ -190,7 +132,7 @@ pub(crate) fn backfillers(
             let ranked = set
                 .iter()
                 .filter(|k| ends_in_time(k.2) == part)
-                .map(|k| (Rank::of_job(sim, config, k.2), k.2))
+                .map(|k| (rank(sim, config, k.2), k.2))
                 .collect();
             more.extend(
                 first_in_order(ranked, cap)
@@ -219,7 +161,7 @@ impl Pruned {
             .filter_map(|w| gangs.iter().find(|g| g.key == w.gang))
             .filter(|g| {
                 g.priority > self.lowest
-                    || Rank::of(g.created_at, g.runtime_limit, self.now, config) < first
+                    || config.rank(g.created_at, g.runtime_limit, self.now) < first
             })
             .count();
         before >= config.max_reservations

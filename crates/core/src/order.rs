@@ -47,6 +47,9 @@ pub struct OrderRank {
     created_at: u64,
 }
 
+/// Longer declared run times rank as this one.
+const MAX_RUN: u64 = 1 << 62;
+
 impl OrderRank {
     /// The rank at `now` of a gang created at `created_at` that declares `runtime` seconds;
     /// `undeclared` stands in for a missing declaration.
@@ -61,7 +64,8 @@ impl OrderRank {
             GangOrder::Arrival => (0, 1),
             GangOrder::ResponseRatio => (
                 u128::from(now.saturating_sub(created_at)),
-                u128::from(runtime.unwrap_or(undeclared).max(1)),
+                // At most 2^62 s (146 billion years), so (waited + run) * run < 2^127.
+                u128::from(runtime.unwrap_or(undeclared).clamp(1, MAX_RUN)),
             ),
         };
         OrderRank {
@@ -90,3 +94,28 @@ impl PartialEq for OrderRank {
     }
 }
 impl Eq for OrderRank {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_times_compare_without_overflow() {
+        let rank = |created_at, runtime| {
+            OrderRank::of(
+                GangOrder::ResponseRatio,
+                86_400,
+                created_at,
+                runtime,
+                u64::MAX,
+            )
+        };
+        // Waited 2^64 s with a run of 2^64 s: (waited + run) * run needs 129 bits.
+        let huge = rank(0, Some(u64::MAX));
+        assert_eq!(huge.cmp(&rank(0, Some(u64::MAX))), Ordering::Equal);
+        // Less is earlier: ratio ~2 before 610 / 600, which is before ~1.
+        let short = rank(u64::MAX - 10, Some(600));
+        assert!(huge < short);
+        assert!(short < rank(u64::MAX - 10, Some(u64::MAX)));
+    }
+}

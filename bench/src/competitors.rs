@@ -412,6 +412,15 @@ impl Running {
                     .install_crds(&repo_root().join("charts/muster/crds"))
                     .await
                     .context("installing Muster's CRDs")?;
+                // The chart's gang gate, unless MUSTER_BENCH_GATE=false (to measure without).
+                if gang_gate_enabled() {
+                    muster_testcluster::install_gang_gate(
+                        &cluster.client(),
+                        &muster_api::SchedulerNames::default(),
+                    )
+                    .await
+                    .context("installing Muster's gang gate")?;
+                }
                 let port = extender_port.context("extender port")?;
                 let metrics = free_port()?;
                 extender_metrics_port = Some(metrics);
@@ -638,4 +647,10 @@ pub fn dress(pod: &mut Value, competitor: Competitor, gang: &str, min: usize) {
             pod["metadata"]["annotations"]["muster.dev/min-available"] = json!(min.to_string());
         }
     }
+}
+
+/// Whether Muster runs with the chart's gang gate (`muster_api::gate`): on unless
+/// `MUSTER_BENCH_GATE=false`.
+pub fn gang_gate_enabled() -> bool {
+    std::env::var("MUSTER_BENCH_GATE").map_or(true, |v| v != "false")
 }

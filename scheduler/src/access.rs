@@ -19,7 +19,7 @@ pub const API_CALLS: &[ApiAccess] = &[
         resource: "pods",
         verbs: &["get", "list", "watch", "patch", "delete"],
         scope: CLUSTER,
-        why: "cache of demand and usage; get: did a retried Binding land; patch: touch a planned pod so kube-scheduler retries it at once; delete: roll back a gang bound part-way",
+        why: "cache of demand and usage; get: did a retried Binding land; patch: touch a planned pod so kube-scheduler retries it at once, and lift the muster.dev/placement scheduling gate once its gang is planned; delete: roll back a gang bound part-way",
     },
     ApiAccess {
         group: "",
@@ -40,7 +40,7 @@ pub const API_CALLS: &[ApiAccess] = &[
         resource: "pods/status",
         verbs: &["patch"],
         scope: CLUSTER,
-        why: "status.nominatedNodeName of planned pods",
+        why: "status.nominatedNodeName of planned pods; the PodScheduled reason of gang members held behind the gang gate",
     },
     ApiAccess {
         group: "scheduling.k8s.io",

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub plan_seconds: HistogramVec,
     pub fast_placements: IntCounter,
     pub nominations: IntCounterVec,
+    pub gate_releases: IntCounterVec,
     pub leader: IntGauge,
     pub queues: QueueMetrics,
 }
@@ -188,6 +189,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            gate_releases: IntCounterVec::new(
+                Opts::new(
+                    "muster_gate_releases_total",
+                    "Planned gang members whose muster.dev/placement scheduling gate was removed, by result",
+                ),
+                &["result"],
+            )?,
             barrier_timeouts: IntCounter::new(
                 "muster_bind_barrier_timeouts_total",
                 "Gangs whose members did not all reach bind in time (nothing bound, retried whole)",
@@ -232,6 +240,7 @@ impl Metrics {
         m.registry.register(Box::new(m.plan_seconds.clone()))?;
         m.registry.register(Box::new(m.fast_placements.clone()))?;
         m.registry.register(Box::new(m.nominations.clone()))?;
+        m.registry.register(Box::new(m.gate_releases.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         for labels in EXTENDER_ERRORS {
             m.extender_errors.with_label_values(&[labels.0, labels.1]);

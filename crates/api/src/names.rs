@@ -18,6 +18,10 @@ pub const LABEL_COSCHEDULING_POD_GROUP: &str = "scheduling.x-k8s.io/pod-group";
 /// Volcano: pod annotation naming its `scheduling.volcano.sh` PodGroup.
 pub const ANNOTATION_VOLCANO_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
 
+/// Scheduling gate the gang-gate admission policy puts on gang members at creation; the
+/// scheduler removes it once the member's gang is planned (see [`crate::gate`]).
+pub const GATE_PLACEMENT: &str = "muster.dev/placement";
+
 /// Scheduler -> device plugin: comma-separated GPU UUIDs the plan chose, written before binding.
 pub const ANNOTATION_GPU_IDS: &str = "muster.dev/gpu-ids";
 /// Scheduler -> device plugin: the node the GPU choice is for (guards against stale annotations).

@@ -157,3 +157,51 @@ pub(super) async fn nominate(
     });
     futures::future::join_all(writes).await;
 }
+
+/// Removes Muster's scheduling gate from planned members (nominating each to its node first
+/// when `node` is given): kube-scheduler then attempts them, and only them, at once. Each
+/// member is its own write; all go out together, as the barrier binds them together.
+pub(super) async fn release_gates(
+    client: Client,
+    pods: Vec<(String, String, Option<String>)>,
+    metrics: Metrics,
+) {
+    let writes = pods.into_iter().map(|(ns, name, node)| {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let metrics = metrics.clone();
+        async move {
+            if let Some(node) = node {
+                let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+                let result = match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => "nominated",
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
+                    Err(e) => {
+                        tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
+                        "failed"
+                    }
+                };
+                metrics.nominations.with_label_values(&[result]).inc();
+            }
+            // A strategic-merge delete of our gate alone: gates others hold stay.
+            let patch = serde_json::json!({"spec": {"schedulingGates": [
+                {"$patch": "delete", "name": muster_api::names::GATE_PLACEMENT}
+            ]}});
+            let result = match api
+                .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => "released",
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "removing the placement gate failed; retried");
+                    "failed"
+                }
+            };
+            metrics.gate_releases.with_label_values(&[result]).inc();
+        }
+    });
+    futures::future::join_all(writes).await;
+}

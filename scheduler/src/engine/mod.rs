@@ -10,11 +10,13 @@
 //! - `lifecycle`: what a live plan is and its transitions (pure); `transitions` applies them.
 //! - `release`: the barrier's Bindings (validate, bind, retry, roll back).
 //! - `actions`: evictions, nudges, nominations; `status`: PodGroup status and Events.
+//! - `gate`: Muster's scheduling gate on gang members: released when planned, explained till then.
 //! - `queues`: the queue tree each round plans with, queue metrics and Queue status.
 
 mod actions;
 mod background;
 mod fast;
+mod gate;
 mod lifecycle;
 #[cfg(test)]
 mod nominate_tests;
@@ -105,6 +107,11 @@ struct State {
     /// Whether the last round found nominations worth their cost (see
     /// `plan::nominations_pay`); the fast path follows it until the next round.
     nominate_now: bool,
+    /// Planned members whose Muster gate was last removed, and when (see
+    /// `plan::release_gates`).
+    gate_released: HashMap<String, Instant>,
+    /// What each gated member's condition last said, and when (see `gate::explain_gated`).
+    gate_explained: HashMap<String, (String, Instant)>,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
     /// Gangs the last round left waiting only for members: the fast path may place them as

@@ -86,6 +86,9 @@ impl Engine {
         st.planned_generation = generation;
         st.seen_pods = snap.pods.keys().cloned().collect();
         st.rejected.retain(|uid| st.seen_pods.contains(uid));
+        st.gate_released.retain(|uid, _| st.seen_pods.contains(uid));
+        st.gate_explained
+            .retain(|uid, _| st.seen_pods.contains(uid));
         st.verdicts.clear();
         st.short_of_members.clear();
 
@@ -159,6 +162,13 @@ impl Engine {
                 *pending_by_queue.entry(g.queue.clone()).or_default() += 1;
             }
         }
+        let gated = self.gated_waits(
+            plan.waiting
+                .iter()
+                .filter_map(|w| Some((*gang_of_pending.get(&w.gang)?, w.message.as_str()))),
+            &name_of,
+        );
+        self.explain_gated(st, gated);
         for (gang, info) in &snap.gangs {
             if let Some(problem) = &info.problem {
                 st.verdicts.insert(
@@ -321,6 +331,13 @@ impl Engine {
             if Some(uid.as_str()) == asking {
                 continue;
             }
+            // Still behind Muster's gate: `release_gates` nominates and ungates it.
+            if self
+                .cached_pod(slot)
+                .is_some_and(|p| snapshot::carries_placement_gate(&p))
+            {
+                continue;
+            }
             // `|` not `||`: the pod is forgotten as rejected either way.
             if st.rejected.remove(uid) | self.tried_by_scheduler(slot) {
                 touch.push(target);
@@ -352,6 +369,7 @@ impl Engine {
             .inc();
         if let Some(plan) = st.plans.get_mut(&placement.gang) {
             plan.pods.extend(pods);
+            self.release_gates(st);
             return;
         }
         st.plans.insert(
@@ -370,6 +388,7 @@ impl Engine {
                 sent: HashSet::new(),
             },
         );
+        self.release_gates(st);
     }
 
     fn start_preemptions(

@@ -7,7 +7,7 @@ mod pods;
 
 pub use gangs::{GangInfo, gang_info, pending_gang};
 pub(crate) use nodes::cached_node_info;
-pub use pods::{PendingMember, is_gated, pending_member};
+pub use pods::{PendingMember, carries_placement_gate, is_gated, pending_member};
 pub(crate) use pods::{created_secs, tolerations};
 
 use crate::cache::Cache;

@@ -8,13 +8,25 @@ use muster_api::names;
 use muster_core::{LabelRequirement, PodId, PodRequest, Toleration};
 use std::collections::HashMap;
 
-/// A pod with scheduling gates (a queue such as Kueue holding it back) is not scheduled by
-/// kube-scheduler until the gates are removed, so planning it would only hold capacity.
+/// A pod with scheduling gates of others (a queue such as Kueue holding it back) is not
+/// scheduled by kube-scheduler until they are removed, so planning it would only hold
+/// capacity. Muster's own gate ([`names::GATE_PLACEMENT`]) waits for exactly this planning.
 pub fn is_gated(pod: &Pod) -> bool {
+    gates(pod).any(|g| g != names::GATE_PLACEMENT)
+}
+
+/// The pod still carries Muster's gate: the scheduler removes it once the gang is planned.
+pub fn carries_placement_gate(pod: &Pod) -> bool {
+    gates(pod).any(|g| g == names::GATE_PLACEMENT)
+}
+
+fn gates(pod: &Pod) -> impl Iterator<Item = &str> {
     pod.spec
         .as_ref()
         .and_then(|s| s.scheduling_gates.as_ref())
-        .is_some_and(|g| !g.is_empty())
+        .into_iter()
+        .flatten()
+        .map(|g| g.name.as_str())
 }
 
 /// A pod waiting for placement, as the core sees it.

@@ -325,3 +325,19 @@ async fn only_muster_writes_what_muster_trusts() {
         plugin_pods.patch("on-a", &pp, &ids).await,
     );
 }
+
+/// The chart's gang gate is `muster_api::gate`'s, for every scheduler name the chart sets up
+/// (the harness and the benchmark install that one).
+#[test]
+fn the_gang_gate_is_the_schedulers_definition() {
+    let objs = objects(&["scheduler.additionalSchedulerNames={scheduler-plugins-scheduler}"]);
+    let policy = one(&objs, "MutatingAdmissionPolicy", "muster-gang-gate");
+    let names = muster_api::SchedulerNames::new(["muster", "scheduler-plugins-scheduler"]).unwrap();
+    let want: serde_yaml::Value =
+        serde_json::from_value(muster_api::gate::policy_spec(&names)).unwrap();
+    assert_eq!(policy["spec"], want);
+    let binding = one(&objs, "MutatingAdmissionPolicyBinding", "muster-gang-gate");
+    assert_eq!(binding["spec"]["policyName"], "muster-gang-gate");
+    let off = objects(&["gangGate.enabled=false"]);
+    assert!(of_kind(&off, "MutatingAdmissionPolicy").is_empty());
+}

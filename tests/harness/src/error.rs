@@ -71,6 +71,10 @@ pub enum Error {
     #[error("scheduler configuration: {0}")]
     SchedulerConfig(String),
 
+    /// Something installed into the cluster (an admission policy) did not take effect.
+    #[error("setting up the cluster: {0}")]
+    Setup(String),
+
     #[error("invalid node spec: {0}")]
     NodeSpec(String),
 

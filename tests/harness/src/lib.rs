@@ -35,7 +35,7 @@ pub use certs::Pki;
 pub use cluster::{ClusterSpec, TestCluster};
 pub use components::{Component, Ports};
 pub use error::{Error, Result};
-pub use muster::{AgentProcess, scheduler_config};
+pub use muster::{AgentProcess, install_gang_gate, scheduler_config};
 pub use nodes::{KWOK_NODE_ANNOTATION, KWOK_TYPE_LABEL, NodeSpec};
 pub use operators::OperatorBuild;
 pub use ports::free_port;

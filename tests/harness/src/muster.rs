@@ -99,3 +99,70 @@ impl AgentProcess {
         self.proc.kill();
     }
 }
+
+/// Installs the gang gate (`muster_api::gate`, as the chart does) for `names` and waits until
+/// the API server applies it: a dry-run gang member comes back gated. Policies reach the
+/// admission chain asynchronously, and a pod created before would be attempted ungated.
+pub async fn install_gang_gate(
+    client: &kube::Client,
+    names: &muster_api::SchedulerNames,
+) -> crate::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        crate::Error::Setup(format!("gang gate: {what}: {e}"))
+    };
+    let [policy, binding] = muster_api::gate::objects("muster-gang-gate", names);
+    let policy: MutatingAdmissionPolicy =
+        serde_json::from_value(policy).map_err(|e| err("policy", &e))?;
+    let binding: MutatingAdmissionPolicyBinding =
+        serde_json::from_value(binding).map_err(|e| err("binding", &e))?;
+    Api::<MutatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .map_err(|e| err("creating the policy", &e))?;
+    Api::<MutatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .map_err(|e| err("creating the binding", &e))?;
+    let scheduler = names
+        .iter()
+        .next()
+        .unwrap_or(muster_api::names::SCHEDULER_NAME);
+    let probe: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "muster-gang-gate-probe",
+            "annotations": {muster_api::names::ANNOTATION_GANG: "probe"}},
+        "spec": {"schedulerName": scheduler,
+            "containers": [{"name": "c", "image": "registry.example/probe:1"}]}
+    }))
+    .map_err(|e| err("probe pod", &e))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let gated = match pods.create(&dry, &probe).await {
+            Ok(p) => p.spec.and_then(|s| s.scheduling_gates).is_some_and(|g| {
+                g.iter()
+                    .any(|g| g.name == muster_api::names::GATE_PLACEMENT)
+            }),
+            Err(kube::Error::Api(s)) if s.code == 404 => false, // namespace not there yet
+            Err(e) => return Err(err("dry-run probe", &e)),
+        };
+        if gated {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(crate::Error::Setup(
+                "gang gate: the API server did not apply the MutatingAdmissionPolicy within 30 s"
+                    .into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

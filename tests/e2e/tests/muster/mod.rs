@@ -271,6 +271,14 @@ pub async fn muster_cluster_named(
             .await
             .expect("cluster");
     install_crds(&cluster).await;
+    // As the chart installs it: gang members wait behind Muster's gate until planned.
+    let scheduler_names = muster_api::SchedulerNames::new(
+        std::iter::once("muster").chain(extra_names.iter().copied()),
+    )
+    .expect("scheduler names");
+    muster_testcluster::install_gang_gate(&cluster.client(), &scheduler_names)
+        .await
+        .expect("gang gate");
     for spec in nodes {
         cluster.add_gpu_nodes(spec).await.expect("nodes");
     }

@@ -96,6 +96,8 @@ pub async fn run(demo: Demo) -> Result<()> {
         .install_crds(&repo_root().join("charts/muster/crds"))
         .await?;
     let client = cluster.client();
+    // As the chart installs it.
+    muster_testcluster::install_gang_gate(&client, &muster_api::SchedulerNames::default()).await?;
     let dir = cluster.dir().to_path_buf();
     let kubeconfig = cluster.kubeconfig_path().to_path_buf();
 

@@ -1,0 +1,134 @@
+//! Muster's scheduling gate on gang members (`muster_api::gate`): removed once a member's gang
+//! is planned, and until then the gang's verdict is what the member's `PodScheduled` condition
+//! says (kube-scheduler never attempts a gated pod, so it never writes one).
+
+use super::{Engine, State, actions};
+use crate::snapshot;
+use kube::api::{Patch, PatchParams};
+use std::time::{Duration, Instant};
+
+/// A planned member still gated this long after its gate was removed is released again (the
+/// write failed, or the watch has not caught up yet).
+const GATE_RETRY: Duration = Duration::from_secs(5);
+
+/// A gated member's explanation is rewritten at most this often (its figures change with
+/// every round; what it waits for rarely does).
+const EXPLAIN_EVERY: Duration = Duration::from_secs(15);
+
+impl Engine {
+    /// Removes Muster's scheduling gate from every planned member that still carries it
+    /// (nominating it first when nominations pay, so kube-scheduler's first attempt checks
+    /// its planned node alone). Level-triggered: a member whose release failed, or that a
+    /// restarted scheduler planned again, is released by whichever round or fast placement
+    /// finds it still gated, at most once per [`GATE_RETRY`].
+    pub(super) fn release_gates(&self, st: &mut State) {
+        let now = Instant::now();
+        let nominate = self.config.nominate && st.nominate_now;
+        let mut targets = Vec::new();
+        for plan in st.plans.values() {
+            for (uid, slot) in &plan.pods {
+                let recent = st
+                    .gate_released
+                    .get(uid)
+                    .is_some_and(|t| now.duration_since(*t) < GATE_RETRY);
+                if recent
+                    || !self
+                        .cached_pod(slot)
+                        .is_some_and(|p| snapshot::carries_placement_gate(&p))
+                {
+                    continue;
+                }
+                let node = nominate.then(|| slot.node.clone());
+                targets.push((
+                    uid.clone(),
+                    (slot.namespace.clone(), slot.name.clone(), node),
+                ));
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let mut pods = Vec::with_capacity(targets.len());
+        for (uid, target) in targets {
+            st.gate_released.insert(uid, now);
+            pods.push(target);
+        }
+        tokio::spawn(actions::release_gates(
+            self.client.clone(),
+            pods,
+            self.metrics.clone(),
+        ));
+    }
+
+    /// Writes each waiting gang's verdict into its gated members' `PodScheduled` condition
+    /// (reason `SchedulingGated`, as the API server set it), when it changed and at most once
+    /// per [`EXPLAIN_EVERY`]: `kubectl describe pod` says why, as for ungated pods.
+    pub(super) fn explain_gated(
+        &self,
+        st: &mut State,
+        waits: Vec<(String, String, String, String)>,
+    ) {
+        let now = Instant::now();
+        let mut writes = Vec::new();
+        for (uid, ns, name, message) in waits {
+            let stale = st.gate_explained.get(&uid).is_none_or(|(said, at)| {
+                *said != message && now.duration_since(*at) >= EXPLAIN_EVERY
+            });
+            if stale {
+                st.gate_explained.insert(uid, (message.clone(), now));
+                writes.push((ns, name, message));
+            }
+        }
+        if writes.is_empty() || !self.config.report {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let writes = writes.into_iter().map(|(ns, name, message)| {
+                let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                    kube::Api::namespaced(client.clone(), &ns);
+                async move {
+                    let patch = serde_json::json!({"status": {"conditions": [{
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "SchedulingGated",
+                        "message": format!("held by Muster until its gang can be placed whole: {message}"),
+                    }]}});
+                    if let Err(e) = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                        .await
+                    {
+                        tracing::debug!(pod = %name, error = %e, "explaining a gated pod");
+                    }
+                }
+            });
+            futures::future::join_all(writes).await;
+        });
+    }
+
+    /// The gated members of waiting gangs, with their gang's verdict (see `explain_gated`).
+    pub(super) fn gated_waits<'a>(
+        &self,
+        waiting: impl Iterator<Item = (&'a muster_core::Gang, &'a str)>,
+        name_of: &dyn Fn(&str) -> Option<(String, String)>,
+    ) -> Vec<(String, String, String, String)> {
+        let mut out = Vec::new();
+        for (gang, message) in waiting {
+            for m in &gang.pending {
+                let Some((ns, name)) = name_of(&m.id.0) else {
+                    continue;
+                };
+                let key = kube::runtime::reflector::ObjectRef::new(&name).within(&ns);
+                if self
+                    .cache
+                    .pods
+                    .get(&key)
+                    .is_some_and(|p| snapshot::carries_placement_gate(&p))
+                {
+                    out.push((m.id.0.clone(), ns, name, message.to_string()));
+                }
+            }
+        }
+        out
+    }
+}

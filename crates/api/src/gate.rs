@@ -14,24 +14,27 @@
 
 use crate::SchedulerNames;
 use crate::names::{
-    ANNOTATION_GANG, ANNOTATION_VOLCANO_GROUP_NAME, GATE_PLACEMENT, LABEL_COSCHEDULING_POD_GROUP,
-    LABEL_POD_GROUP,
+    ANNOTATION_GANG, ANNOTATION_MIN_AVAILABLE, ANNOTATION_VOLCANO_GROUP_NAME, GATE_PLACEMENT,
+    LABEL_COSCHEDULING_POD_GROUP, LABEL_POD_GROUP,
 };
 use serde_json::{Value, json};
 
 /// The CEL condition selecting the pods to gate: Muster's scheduler names, in a gang form
-/// that names its group in metadata. Single pods are never gated (a gang of one gains nothing
-/// and would pay a write); neither is upstream's `spec.schedulingGroup` form.
+/// that names its group in metadata. Single pods are never gated (a gang of one gains little
+/// and would pay a write), nor annotation gangs of `min-available: "1"`; neither is upstream's
+/// `spec.schedulingGroup` form.
 pub fn match_expression(names: &SchedulerNames) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     format!(
         "has(object.spec.schedulerName) && object.spec.schedulerName in [{names}] && \
          ((has(object.metadata.labels) && ('{pg}' in object.metadata.labels || '{cos}' in object.metadata.labels)) || \
-         (has(object.metadata.annotations) && ('{gang}' in object.metadata.annotations || '{volcano}' in object.metadata.annotations)))",
+         (has(object.metadata.annotations) && ('{volcano}' in object.metadata.annotations || \
+         ('{gang}' in object.metadata.annotations && !('{min}' in object.metadata.annotations && object.metadata.annotations['{min}'] == '1')))))",
         names = quoted.join(", "),
         pg = LABEL_POD_GROUP,
         cos = LABEL_COSCHEDULING_POD_GROUP,
         gang = ANNOTATION_GANG,
+        min = ANNOTATION_MIN_AVAILABLE,
         volcano = ANNOTATION_VOLCANO_GROUP_NAME,
     )
 }

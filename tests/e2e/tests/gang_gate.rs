@@ -72,7 +72,7 @@ async fn an_incomplete_gang_waits_behind_the_gate_then_binds_whole() {
 }
 
 /// A complete gang with no room stays gated with Muster's reason; when room appears it binds.
-/// Single pods (no gang) are never gated.
+/// Single pods (no gang, or an annotation gang of one) are never gated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gang_without_room_stays_gated_and_single_pods_are_not() {
     let (cluster, _ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
@@ -84,6 +84,15 @@ async fn a_gang_without_room_stays_gated_and_single_pods_are_not() {
     })
     .await;
     assert!(!gated(&solo[0]));
+    // A gang of one by annotation is a single pod too.
+    create_pods(
+        &client,
+        "gate",
+        vec![member("one", Gang::Annotation("one", "1"), 1, None)],
+    )
+    .await;
+    let one = pods_with_prefix(&client, "gate", "one").await;
+    assert!(!gated(&one[0]), "a gang of one was gated");
 
     create_pods(
         &client,
@@ -103,6 +112,7 @@ async fn a_gang_without_room_stays_gated_and_single_pods_are_not() {
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "gate");
     pods.delete("solo", &Default::default()).await.unwrap();
+    pods.delete("one", &Default::default()).await.unwrap();
     wait_pods(
         &client,
         "gate",

@@ -237,6 +237,19 @@ impl ChildProc {
         })
     }
 
+    /// (peak, current) resident memory in bytes, from /proc (`VmHWM`, `VmRSS`).
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|k| k * 1024)
+        };
+        Some((kib("VmHWM:")?, kib("VmRSS:")?))
+    }
+
     fn check_alive(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
             bail!(
@@ -270,6 +283,8 @@ pub struct Running {
     /// Muster's `/metrics` and `/readyz` (`--metrics-listen`; the verbs are on `--listen`).
     pub extender_metrics_port: Option<u16>,
     pub nodes_ready_seconds: f64,
+    /// Muster's extender: resident MiB once ready on the nodes, before any pod.
+    pub rss_at_start_mib: Option<u64>,
 }
 
 fn free_port() -> Result<u16> {
@@ -478,11 +493,20 @@ impl Running {
                 Some(proc)
             }
         };
+        // Muster's memory with the nodes cached and no pods yet (readyz: caches synced).
+        let rss_at_start_mib = match competitor {
+            Competitor::Muster => side
+                .as_ref()
+                .and_then(|p| p.memory())
+                .map(|(_, rss)| rss >> 20),
+            _ => None,
+        };
         Ok(Running {
             cluster,
             side,
             extender_metrics_port,
             nodes_ready_seconds,
+            rss_at_start_mib,
         })
     }
 

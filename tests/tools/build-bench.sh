@@ -47,7 +47,11 @@ if complete; then echo "$bin"; exit 0; fi
 
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 jobs="${MUSTER_GO_BUILD_JOBS:-2}"
+# `go list -m` does not download: on a cold module cache .Dir is empty (the CRD path became
+# /manifests/...). Download the module first; the build needs it anyway.
+(cd "$mod" && go mod download sigs.k8s.io/scheduler-plugins) || die "downloading sigs.k8s.io/scheduler-plugins failed"
 sp_dir="$(cd "$mod" && go list -m -f '{{.Dir}}' sigs.k8s.io/scheduler-plugins)"
+[ -n "$sp_dir" ] || die "sigs.k8s.io/scheduler-plugins has no module directory after download"
 k8s_ver="$(cd "$mod" && go list -m -f '{{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}' k8s.io/kubernetes)"
 k8s_date="$(cd "$mod" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' sigs.k8s.io/scheduler-plugins)"
 

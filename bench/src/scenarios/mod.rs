@@ -138,7 +138,18 @@ pub async fn extender_stats(running: &Running) -> Value {
         return Value::Null;
     };
     let q = |verb: &str, q: f64| crate::measure::extender_quantile_ms(&m, verb, q);
+    // The extender's memory (goal: per 1,000 nodes and per 10,000 pods, issue #18).
+    let (peak, now) = running
+        .side
+        .as_ref()
+        .and_then(|p| p.memory())
+        .map_or((Value::Null, Value::Null), |(peak, now)| {
+            (json!(peak / (1 << 20)), json!(now / (1 << 20)))
+        });
     json!({
+        "rss_at_start_mib": running.rss_at_start_mib,
+        "rss_peak_mib": peak,
+        "rss_mib": now,
         "filter_p99_ms": q("filter", 0.99),
         "prioritize_p99_ms": q("prioritize", 0.99),
         "bind_p50_ms": q("bind", 0.5),

@@ -109,24 +109,25 @@ impl Engine {
     /// The gated members of waiting gangs, with their gang's verdict (see `explain_gated`).
     pub(super) fn gated_waits<'a>(
         &self,
-        waiting: impl Iterator<Item = (&'a muster_core::Gang, &'a str)>,
-        name_of: &dyn Fn(&str) -> Option<(String, String)>,
+        verdicts: impl Iterator<Item = (&'a muster_core::GangKey, &'a str)>,
     ) -> Vec<(String, String, String, String)> {
         let mut out = Vec::new();
-        for (gang, message) in waiting {
-            for m in &gang.pending {
-                let Some((ns, name)) = name_of(&m.id.0) else {
+        for (gang, message) in verdicts {
+            for r in self.cache.gangs.members(gang) {
+                let Some(p) = self.cache.pods.get(&r) else {
                     continue;
                 };
-                let key = kube::runtime::reflector::ObjectRef::new(&name).within(&ns);
-                if self
-                    .cache
-                    .pods
-                    .get(&key)
-                    .is_some_and(|p| snapshot::carries_placement_gate(&p))
-                {
-                    out.push((m.id.0.clone(), ns, name, message.to_string()));
+                if !snapshot::carries_placement_gate(&p) {
+                    continue;
                 }
+                let (Some(uid), Some(ns), Some(name)) = (
+                    p.metadata.uid.clone(),
+                    p.metadata.namespace.clone(),
+                    p.metadata.name.clone(),
+                ) else {
+                    continue;
+                };
+                out.push((uid, ns, name, message.to_string()));
             }
         }
         out

@@ -162,11 +162,17 @@ impl Engine {
                 *pending_by_queue.entry(g.queue.clone()).or_default() += 1;
             }
         }
+        // Gangs that wait, and gangs that cannot be planned (a missing PodGroup, a bad
+        // annotation): their gated members say why.
         let gated = self.gated_waits(
             plan.waiting
                 .iter()
-                .filter_map(|w| Some((*gang_of_pending.get(&w.gang)?, w.message.as_str()))),
-            &name_of,
+                .map(|w| (&w.gang, w.message.as_str()))
+                .chain(
+                    snap.gangs
+                        .iter()
+                        .filter_map(|(k, info)| Some((k, info.problem.as_deref()?))),
+                ),
         );
         self.explain_gated(st, gated);
         for (gang, info) in &snap.gangs {

@@ -11,16 +11,22 @@ use std::time::{Duration, Instant};
 /// write failed, or the watch has not caught up yet).
 const GATE_RETRY: Duration = Duration::from_secs(5);
 
+/// A gated member is explained once it is this old: most gangs are complete and placed within
+/// moments of their members' creation, and a write per member for a wait that ends by itself
+/// cost the throughput benchmark a fifth of its pods/s (the API server's own message says the
+/// pod is gated meanwhile).
+const EXPLAIN_AFTER_SECS: u64 = 5;
+
 /// A gated member's explanation is rewritten at most this often (its figures change with
 /// every round; what it waits for rarely does).
 const EXPLAIN_EVERY: Duration = Duration::from_secs(15);
 
 impl Engine {
-    /// Removes Muster's scheduling gate from every planned member that still carries it
-    /// (nominating it first when nominations pay, so kube-scheduler's first attempt checks
-    /// its planned node alone). Level-triggered: a member whose release failed, or that a
-    /// restarted scheduler planned again, is released by whichever round or fast placement
-    /// finds it still gated, at most once per [`GATE_RETRY`].
+    /// Removes Muster's scheduling gate from every planned member that still carries it (once
+    /// per round; `adopt` releases a new plan's members itself, nominating them first when
+    /// nominations pay). Level-triggered: a member whose release failed, or that a restarted
+    /// scheduler planned again, is released by the next round that finds it still gated, at
+    /// most once per [`GATE_RETRY`].
     pub(super) fn release_gates(&self, st: &mut State) {
         let now = Instant::now();
         let nominate = self.config.nominate && st.nominate_now;
@@ -112,12 +118,15 @@ impl Engine {
         verdicts: impl Iterator<Item = (&'a muster_core::GangKey, &'a str)>,
     ) -> Vec<(String, String, String, String)> {
         let mut out = Vec::new();
+        let now = super::now_secs();
         for (gang, message) in verdicts {
             for r in self.cache.gangs.members(gang) {
                 let Some(p) = self.cache.pods.get(&r) else {
                     continue;
                 };
-                if !snapshot::carries_placement_gate(&p) {
+                let created = snapshot::created_secs(p.metadata.creation_timestamp.as_ref());
+                let young = now.saturating_sub(created) < EXPLAIN_AFTER_SECS;
+                if young || !snapshot::carries_placement_gate(&p) {
                     continue;
                 }
                 let (Some(uid), Some(ns), Some(name)) = (

@@ -141,6 +141,8 @@ impl Engine {
                 self.adopt(st, gang, &info.source, placement, names, asking);
             }
         }
+        // Planned members a failed write or a restart left gated (once per round).
+        self.release_gates(st);
         self.start_preemptions(st, &plan.preemptions, &snap);
         let mut pending_by_queue: HashMap<String, i64> = HashMap::new();
         for w in &plan.waiting {
@@ -331,17 +333,21 @@ impl Engine {
             );
         }
         let (mut touch, mut nominate, mut withheld) = (Vec::new(), Vec::new(), 0);
+        let mut ungate = Vec::new();
         for (uid, slot) in &pods {
             st.pod_plan.insert(uid.clone(), placement.gang.clone());
             let target = (slot.namespace.clone(), slot.name.clone(), slot.node.clone());
             if Some(uid.as_str()) == asking {
                 continue;
             }
-            // Still behind Muster's gate: `release_gates` nominates and ungates it.
+            // Still behind Muster's gate: nominated (when that pays) and ungated at once.
             if self
                 .cached_pod(slot)
                 .is_some_and(|p| snapshot::carries_placement_gate(&p))
             {
+                st.gate_released.insert(uid.clone(), Instant::now());
+                let node = (self.config.nominate && st.nominate_now).then(|| slot.node.clone());
+                ungate.push((slot.namespace.clone(), slot.name.clone(), node));
                 continue;
             }
             // `|` not `||`: the pod is forgotten as rejected either way.
@@ -362,6 +368,13 @@ impl Engine {
         if !touch.is_empty() {
             tokio::spawn(actions::nudge(self.client.clone(), touch));
         }
+        if !ungate.is_empty() {
+            tokio::spawn(actions::release_gates(
+                self.client.clone(),
+                ungate,
+                self.metrics.clone(),
+            ));
+        }
         if !nominate.is_empty() {
             tokio::spawn(actions::nominate(
                 self.client.clone(),
@@ -375,7 +388,6 @@ impl Engine {
             .inc();
         if let Some(plan) = st.plans.get_mut(&placement.gang) {
             plan.pods.extend(pods);
-            self.release_gates(st);
             return;
         }
         st.plans.insert(
@@ -394,7 +406,6 @@ impl Engine {
                 sent: HashSet::new(),
             },
         );
-        self.release_gates(st);
     }
 
     fn start_preemptions(

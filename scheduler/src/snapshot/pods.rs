@@ -213,6 +213,29 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn gated_by(gates: &[&str]) -> Pod {
+        let gates: Vec<_> = gates.iter().map(|g| json!({"name": g})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"containers": [], "schedulingGates": gates},
+        }))
+        .unwrap()
+    }
+
+    /// Muster's own gate waits for planning, so it never keeps a pod out of it; any other
+    /// gate (a queue's) does, with or without Muster's beside it.
+    #[test]
+    fn only_gates_of_others_keep_a_pod_out_of_planning() {
+        let ours = gated_by(&[names::GATE_PLACEMENT]);
+        assert!(!is_gated(&ours) && carries_placement_gate(&ours));
+        let both = gated_by(&["kueue.x-k8s.io/admission", names::GATE_PLACEMENT]);
+        assert!(is_gated(&both) && carries_placement_gate(&both));
+        let theirs = gated_by(&["kueue.x-k8s.io/admission"]);
+        assert!(is_gated(&theirs) && !carries_placement_gate(&theirs));
+        let none = gated_by(&[]);
+        assert!(!is_gated(&none) && !carries_placement_gate(&none));
+    }
+
     fn with_deadline(deadline: Option<i64>, start_time: Option<&str>) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u"},

@@ -138,22 +138,7 @@ pub(super) async fn nominate(
     let writes = pods.into_iter().map(|(ns, name, node)| {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let metrics = metrics.clone();
-        async move {
-            let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
-            let result = match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => "nominated",
-                // Bound or deleted meanwhile: nothing to nominate.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
-                    "failed"
-                }
-            };
-            metrics.nominations.with_label_values(&[result]).inc();
-        }
+        async move { nominate_one(&api, &name, &node, &metrics).await }
     });
     futures::future::join_all(writes).await;
 }
@@ -171,19 +156,7 @@ pub(super) async fn release_gates(
         let metrics = metrics.clone();
         async move {
             if let Some(node) = node {
-                let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
-                let result = match api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => "nominated",
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
-                    Err(e) => {
-                        tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
-                        "failed"
-                    }
-                };
-                metrics.nominations.with_label_values(&[result]).inc();
+                nominate_one(&api, &name, &node, &metrics).await;
             }
             // A strategic-merge delete of our gate alone: gates others hold stay.
             let patch = serde_json::json!({"spec": {"schedulingGates": [
@@ -204,4 +177,22 @@ pub(super) async fn release_gates(
         }
     });
     futures::future::join_all(writes).await;
+}
+
+/// One nomination write, counted by result.
+async fn nominate_one(api: &Api<Pod>, name: &str, node: &str, metrics: &Metrics) {
+    let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+    let result = match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => "nominated",
+        // Bound or deleted meanwhile: nothing to nominate.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
+            "failed"
+        }
+    };
+    metrics.nominations.with_label_values(&[result]).inc();
 }

@@ -80,7 +80,7 @@ impl Engine {
         }
         let gpu_ids = std::mem::take(&mut base.gpu_ids);
         let name_of = |u: &str| names.get(u).cloned();
-        let naming = super::plan::Names {
+        let naming = super::adopt::Names {
             name_of: &name_of,
             gpu_ids: &gpu_ids,
         };

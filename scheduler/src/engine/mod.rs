@@ -6,7 +6,8 @@
 //! returns exactly the planned node) and it holds its resources in later snapshots until the
 //! whole gang is bound, or it is dropped (barrier timeout, stale) to be retried whole.
 //!
-//! - `plan`: full rounds; `fast`: single gangs between rounds; `background`: when rounds run.
+//! - `plan`: full rounds; `fast`: single gangs between rounds; `background`: when rounds run;
+//!   `adopt`: a round's placements and preemptions turned into live plans and evictions.
 //! - `lifecycle`: what a live plan is and its transitions (pure); `transitions` applies them.
 //! - `release`: the barrier's Bindings (validate, bind, retry, roll back).
 //! - `actions`: evictions, nudges, nominations; `status`: PodGroup status and Events.
@@ -14,6 +15,7 @@
 //! - `queues`: the queue tree each round plans with, queue metrics and Queue status.
 
 mod actions;
+mod adopt;
 mod background;
 mod fast;
 mod gate;
@@ -105,7 +107,7 @@ struct State {
     /// background loop answers cache changes at once (see `run_background`).
     awaiting_victims: bool,
     /// Whether the last round found nominations worth their cost (see
-    /// `plan::nominations_pay`); the fast path follows it until the next round.
+    /// `adopt::nominations_pay`); the fast path follows it until the next round.
     nominate_now: bool,
     /// Planned members whose Muster gate was last removed, and when (see
     /// `plan::release_gates`).

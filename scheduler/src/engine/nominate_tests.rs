@@ -1,6 +1,6 @@
 //! What a round leaves for kube-scheduler and the background loop: planned pods are nominated
 //! only while every waiting pod can still find room, since kube-scheduler re-filters waiting
-//! pods on every node, each outstanding nomination included (see `plan::nominations_pay`); a
+//! pods on every node, each outstanding nomination included (see `adopt::nominations_pay`); a
 //! gang waiting for its victims makes the background loop answer their deletion at once.
 
 use super::background::round_due;

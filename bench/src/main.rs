@@ -10,6 +10,7 @@
 
 mod cli;
 mod competitors;
+mod gang_forms;
 mod measure;
 mod report;
 mod scenarios;

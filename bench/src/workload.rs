@@ -1,4 +1,4 @@
-//! The pods every scheduler gets: identical except for what `competitors::dress` adds.
+//! The pods every scheduler gets: identical except for what `gang_forms::dress` adds.
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -8,7 +8,8 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::competitors::{Competitor, create_group, dress};
+use crate::competitors::Competitor;
+use crate::gang_forms::{create_group, dress};
 
 /// Label naming the gang of a benchmark pod (the same for every scheduler).
 pub const GANG_LABEL: &str = "bench.muster.dev/gang";

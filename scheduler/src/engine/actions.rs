@@ -1,4 +1,5 @@
-//! Writes to the API server besides Bindings (see `release`): evictions, nudges, nominations.
+//! Writes to the API server besides Bindings (see `release`): evictions, nudges, nominations,
+//! lifting Muster's gate and explaining gated pods.
 
 use super::status::Reporter;
 use crate::metrics::Metrics;
@@ -162,17 +163,10 @@ pub(super) async fn release_gates(
             let patch = serde_json::json!({"spec": {"schedulingGates": [
                 {"$patch": "delete", "name": muster_api::names::GATE_PLACEMENT}
             ]}});
-            let result = match api
+            let result = api
                 .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                .await
-            {
-                Ok(_) => "released",
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "removing the placement gate failed; retried");
-                    "failed"
-                }
-            };
+                .await;
+            let result = outcome(result, "released", &name, "removing the placement gate");
             metrics.gate_releases.with_label_values(&[result]).inc();
         }
     });
@@ -182,17 +176,50 @@ pub(super) async fn release_gates(
 /// One nomination write, counted by result.
 async fn nominate_one(api: &Api<Pod>, name: &str, node: &str, metrics: &Metrics) {
     let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
-    let result = match api
+    let result = api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => "nominated",
-        // Bound or deleted meanwhile: nothing to nominate.
+        .await;
+    let result = outcome(result, "nominated", name, "nominating planned node");
+    metrics.nominations.with_label_values(&[result]).inc();
+}
+
+/// A pod write's result as a metric label: `ok`, `gone` (bound or deleted meanwhile: nothing
+/// left to write) or `failed` (logged; the next round writes again).
+fn outcome<T>(
+    result: Result<T, kube::Error>,
+    ok: &'static str,
+    pod: &str,
+    what: &str,
+) -> &'static str {
+    match result {
+        Ok(_) => ok,
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => "gone",
         Err(e) => {
-            tracing::warn!(pod = %name, error = %e, "nominating planned node failed");
+            tracing::warn!(pod = %pod, error = %e, "{what} failed");
             "failed"
         }
-    };
-    metrics.nominations.with_label_values(&[result]).inc();
+    }
+}
+
+/// Writes Muster's reason into gated members' `PodScheduled` condition (reason
+/// `SchedulingGated`, as the API server set it; see `gate::explain_gated`). Best effort.
+pub(super) async fn explain_gated(client: Client, pods: Vec<(String, String, String)>) {
+    let writes = pods.into_iter().map(|(ns, name, message)| {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        async move {
+            let patch = serde_json::json!({"status": {"conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "SchedulingGated",
+                "message": format!("held by Muster until its gang can be placed whole: {message}"),
+            }]}});
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "explaining a gated pod");
+            }
+        }
+    });
+    futures::future::join_all(writes).await;
 }

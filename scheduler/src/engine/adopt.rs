@@ -67,10 +67,11 @@ impl Engine {
             if Some(uid.as_str()) == asking {
                 continue;
             }
+            let cached = self.cached_pod(slot);
             // Still behind Muster's gate: nominated (when that pays) and ungated at once.
-            if self
-                .cached_pod(slot)
-                .is_some_and(|p| snapshot::carries_placement_gate(&p))
+            if cached
+                .as_deref()
+                .is_some_and(snapshot::carries_placement_gate)
             {
                 st.gate_released.insert(uid.clone(), Instant::now());
                 let node = (self.config.nominate && st.nominate_now).then(|| slot.node.clone());
@@ -78,7 +79,7 @@ impl Engine {
                 continue;
             }
             // `|` not `||`: the pod is forgotten as rejected either way.
-            if st.rejected.remove(uid) | self.tried_by_scheduler(slot) {
+            if st.rejected.remove(uid) | cached.as_deref().is_some_and(super::tried_by_scheduler) {
                 touch.push(target);
             } else if self.config.nominate && st.nominate_now {
                 nominate.push(target);

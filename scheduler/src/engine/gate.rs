@@ -4,7 +4,6 @@
 
 use super::{Engine, State, actions};
 use crate::snapshot;
-use kube::api::{Patch, PatchParams};
 use std::time::{Duration, Instant};
 
 /// A planned member still gated this long after its gate was removed is released again (the
@@ -88,28 +87,7 @@ impl Engine {
         if writes.is_empty() || !self.config.report {
             return;
         }
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let writes = writes.into_iter().map(|(ns, name, message)| {
-                let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-                    kube::Api::namespaced(client.clone(), &ns);
-                async move {
-                    let patch = serde_json::json!({"status": {"conditions": [{
-                        "type": "PodScheduled",
-                        "status": "False",
-                        "reason": "SchedulingGated",
-                        "message": format!("held by Muster until its gang can be placed whole: {message}"),
-                    }]}});
-                    if let Err(e) = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                        .await
-                    {
-                        tracing::debug!(pod = %name, error = %e, "explaining a gated pod");
-                    }
-                }
-            });
-            futures::future::join_all(writes).await;
-        });
+        tokio::spawn(actions::explain_gated(self.client.clone(), writes));
     }
 
     /// The gated members of waiting gangs, with their gang's verdict (see `explain_gated`).

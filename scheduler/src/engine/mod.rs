@@ -418,21 +418,19 @@ impl Engine {
         let key = kube::runtime::reflector::ObjectRef::new(&slot.name).within(&slot.namespace);
         self.cache.pods.get(&key)
     }
+}
 
-    /// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly
-    /// in its own filters without asking the extender: it sits in the unschedulable queue,
-    /// which a status-only change (a nomination) does not wake, so it is touched instead.
-    fn tried_by_scheduler(&self, slot: &Slot) -> bool {
-        self.cached_pod(slot).is_some_and(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "PodScheduled" && c.status == "False")
-                })
+/// kube-scheduler already failed this pod (its PodScheduled condition is False), possibly in
+/// its own filters without asking the extender: it sits in the unschedulable queue, which a
+/// status-only change (a nomination) does not wake, so it is touched instead.
+fn tried_by_scheduler(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
         })
-    }
 }
 
 /// Decrements the barrier gauge however the bind call ends (answer, timeout, cancellation).

@@ -1,7 +1,8 @@
-//! Releasing a gang at the barrier: every Binding is validated first (a dry run, which runs
-//! admission), then all are created with retries on transient errors; if a member still cannot
-//! be bound, the members already bound are rolled back (deleted, so their controller recreates
-//! them) and the gang is re-planned whole.
+//! Releasing a gang at the barrier: every Binding of a gang is validated first (a dry run, which
+//! runs admission; a lone Binding is all-or-nothing without one), then all are created with
+//! retries on transient errors; if a member still cannot be bound, the members already bound
+//! are rolled back (deleted, so their controller recreates them) and the gang is re-planned
+//! whole.
 //!
 //! Every Binding carries the pod's UID (the API server refuses it if the pod was replaced)
 //! and the GPU choice as annotations, which the API server copies onto the pod in the same
@@ -209,29 +210,17 @@ impl Engine {
         if !self.is_leader() {
             return Outcome::NotLeader;
         }
-        let checks = slots.iter().map(|(uid, slot)| async move {
-            (uid, slot, bind_one(&self.decisions, uid, slot, true).await)
-        });
-        for (uid, slot, result) in futures::future::join_all(checks).await {
-            if let Err(reason) = result {
-                tracing::warn!(%gang, pod = %slot.name, error = %reason, "gang member refused at validation; nothing bound");
-                self.reporter
-                    .pod_event(&slot.namespace, &slot.name, "BindRefused", "Bind", format!(
-                        "gang {gang}: this member's Binding was refused, so no member was bound: {reason}"
-                    ))
-                    .await;
-                return if whole {
-                    Outcome::Refused {
-                        uid: uid.clone(),
-                        node: slot.node.clone(),
-                        reason,
-                    }
-                } else {
-                    Outcome::ExtraFailed {
-                        uid: uid.clone(),
-                        reason,
-                    }
-                };
+        // One Binding is all-or-nothing by itself: validating it first would only double the
+        // requests (single pods are most of a cluster's pods).
+        let single = slots.len() == 1;
+        if !single {
+            let checks = slots.iter().map(|(uid, slot)| async move {
+                (uid, slot, bind_one(&self.decisions, uid, slot, true).await)
+            });
+            for (uid, slot, result) in futures::future::join_all(checks).await {
+                if let Err(reason) = result {
+                    return self.refused(gang, uid, slot, reason, whole).await;
+                }
             }
         }
         // The cache may not have seen a node go a moment ago, and the API server accepts a
@@ -253,10 +242,15 @@ impl Engine {
             .filter_map(|(_, _, r)| r.as_ref().err().cloned())
             .collect();
         if failed.is_empty() {
-            self.gang_bound(gang, slots).await;
+            if !single {
+                self.gang_bound(gang, slots).await;
+            }
             return Outcome::Bound;
         }
         let reason = failed.join("; ");
+        if let (true, Some((uid, slot, _))) = (single, results.first()) {
+            return self.refused(gang, uid, slot, reason, whole).await;
+        }
         if !whole {
             let uid = results
                 .iter()
@@ -280,6 +274,37 @@ impl Engine {
         Outcome::RolledBack { reason }
     }
 
+    /// A member's Binding was refused (at validation, or a single pod's own): nothing of the
+    /// release was bound.
+    async fn refused(
+        &self,
+        gang: &GangKey,
+        uid: &str,
+        slot: &Slot,
+        reason: String,
+        whole: bool,
+    ) -> Outcome {
+        tracing::warn!(%gang, pod = %slot.name, error = %reason, "gang member's Binding refused; nothing bound");
+        self.reporter
+            .pod_event(&slot.namespace, &slot.name, "BindRefused", "Bind", format!(
+                "gang {gang}: this member's Binding was refused, so no member was bound: {reason}"
+            ))
+            .await;
+        if whole {
+            Outcome::Refused {
+                uid: uid.to_string(),
+                node: slot.node.clone(),
+                reason,
+            }
+        } else {
+            Outcome::ExtraFailed {
+                uid: uid.to_string(),
+                reason,
+            }
+        }
+    }
+
+    /// One event per gang bound together (kube-scheduler records a Scheduled event per pod).
     async fn gang_bound(&self, gang: &GangKey, slots: &[(String, Slot)]) {
         let nodes: std::collections::BTreeSet<&str> =
             slots.iter().map(|(_, s)| s.node.as_str()).collect();

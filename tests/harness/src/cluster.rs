@@ -217,6 +217,18 @@ impl TestCluster {
         self.client.clone()
     }
 
+    /// The API server's own Prometheus metrics (`GET /metrics`), as text: what tests count
+    /// requests by (`apiserver_request_total` carries verb, resource, subresource and dry_run).
+    pub async fn api_server_metrics(&self) -> Result<String> {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .map_err(|e| Error::Setup(format!("building GET /metrics: {e}")))?;
+        self.client
+            .request_text(request)
+            .await
+            .context("GET /metrics from the API server")
+    }
+
     /// The admin kubeconfig (certificates are referenced as files in the cluster directory).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig

@@ -118,37 +118,20 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Builds muster-scheduler (release unless `debug`) and, when `want_coscheduling`, runs
-    /// `tests/tools/build-bench.sh` (which builds scheduler-plugins on first use, needing Go).
-    /// A failing coscheduling build is returned as the reason in `Err` of the second value.
+    /// Builds muster-scheduler (release unless `debug`; `MUSTER_BENCH_EXTENDER` names a
+    /// binary to run instead, e.g. an older build to compare side by side) and, when
+    /// `want_coscheduling`, runs `tests/tools/build-bench.sh` (which builds scheduler-plugins
+    /// on first use, needing Go). A failing coscheduling build is returned as the reason in
+    /// `Err` of the second value.
     pub fn prepare(
         debug: bool,
         want_coscheduling: bool,
         build_missing: bool,
     ) -> Result<(Binaries, Option<String>)> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "muster-scheduler",
-            "--bin",
-            "muster-scheduler",
-        ]);
-        if !debug {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .current_dir(repo_root())
-            .status()
-            .context("running cargo build -p muster-scheduler")?;
-        if !status.success() {
-            bail!("cargo build -p muster-scheduler failed ({status})");
-        }
-        let extender = target_dir()
-            .join(if debug { "debug" } else { "release" })
-            .join("muster-scheduler");
+        let extender = match std::env::var_os("MUSTER_BENCH_EXTENDER") {
+            Some(path) => PathBuf::from(path),
+            None => build_extender(debug)?,
+        };
         let mut bins = Binaries {
             extender,
             coscheduling: None,
@@ -166,6 +149,34 @@ impl Binaries {
         }
         Ok((bins, skipped))
     }
+}
+
+/// `cargo build -p muster-scheduler`: the binary's path.
+fn build_extender(debug: bool) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "muster-scheduler",
+        "--bin",
+        "muster-scheduler",
+    ]);
+    if !debug {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(repo_root())
+        .status()
+        .context("running cargo build -p muster-scheduler")?;
+    if !status.success() {
+        bail!("cargo build -p muster-scheduler failed ({status})");
+    }
+    let extender = target_dir()
+        .join(if debug { "debug" } else { "release" })
+        .join("muster-scheduler");
+    Ok(extender)
 }
 
 /// `bash tests/tools/build-bench.sh`: the bin directory it prints (last stdout line).

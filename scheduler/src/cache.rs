@@ -5,6 +5,7 @@
 //! agent is installed) just stay empty while their watch retries with backoff.
 
 use crate::gang_index::GangIndex;
+use crate::pod_signals::PodSignals;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -44,6 +45,8 @@ pub struct Cache {
     pub namespaces: Store<Namespace>,
     /// Pods by gang, from the same pod watch.
     pub gangs: GangIndex,
+    /// Gated arrivals and freed capacity, from the same pod watch (see `pod_signals`).
+    pub signals: PodSignals,
     /// Nodes as the core sees them, by name, with the resourceVersions they were made from.
     pub(crate) node_infos: NodeInfoMemo,
     /// Pod requests by UID, with the resourceVersion they were read from.
@@ -78,6 +81,8 @@ impl Cache {
         };
         let gangs = GangIndex::default();
         let index = gangs.clone();
+        let signals = PodSignals::default();
+        let observe_pods = signals.clone();
         let node_generation = Arc::new(AtomicU64::new(1));
         let mut on_node = NodeChanges {
             generation: node_generation.clone(),
@@ -87,7 +92,10 @@ impl Cache {
         let known: [Arc<AtomicBool>; 3] = Default::default();
         let cache = Cache {
             nodes: w.watch_with(Api::<Node>::all(client.clone()), move |e| on_node.apply(e)),
-            pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| index.apply(e)),
+            pods: w.watch_with(Api::<Pod>::all(client.clone()), move |e| {
+                index.apply(e);
+                observe_pods.observe(e);
+            }),
             pod_groups: w.watch(Api::<PodGroup>::all(client.clone())),
             coscheduling: w.watch(Api::<coscheduling::PodGroup>::all(client.clone())),
             volcano: w.watch(Api::<volcano::PodGroup>::all(client.clone())),
@@ -101,6 +109,7 @@ impl Cache {
                 .watch_known(Api::<volcano::Queue>::all(client.clone()), known[1].clone()),
             namespaces: w.watch_known(Api::<Namespace>::all(client), known[2].clone()),
             gangs,
+            signals,
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
             annotation_warnings: Arc::default(),
@@ -162,6 +171,7 @@ impl Cache {
             volcano_queues: filled(Vec::new()),
             namespaces: filled(Vec::new()),
             gangs,
+            signals: PodSignals::default(),
             node_infos: NodeInfoMemo::default(),
             pod_requests: Arc::default(),
             annotation_warnings: Arc::default(),

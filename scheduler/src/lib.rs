@@ -16,6 +16,7 @@ pub mod gang;
 pub mod gang_index;
 pub mod leader;
 pub mod metrics;
+pub mod pod_signals;
 pub mod queues;
 pub mod resources;
 pub mod snapshot;

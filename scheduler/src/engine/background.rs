@@ -3,10 +3,12 @@
 //! kube-scheduler is backing off or never asks (see `round_due`).
 
 use super::{
-    Engine, MIN_BACKGROUND_REPLAN, MIN_VICTIM_REPLAN, ROUND_SPACING_FACTOR, State, TIMED_REPLAN,
+    Engine, MIN_BACKGROUND_REPLAN, MIN_VICTIM_REPLAN, ROOM_BACK_SPACING_FACTOR,
+    ROUND_SPACING_FACTOR, SETTLE_AT_MOST, SETTLE_QUIET, State, TIMED_REPLAN,
 };
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 impl Engine {
     /// Re-plans in the background whenever the cache changes, so preemptions and statuses
@@ -28,10 +30,15 @@ impl Engine {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
                 // Let bursts of events settle into one round, unless a gang waits for its
-                // victims: their deletion is what it waits for, and every round later is time
-                // it is kept from running (kube-scheduler retries it once it is planned).
-                if !self.state.lock().await.awaiting_victims {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // victims or for room that just came back: every round later is time it is
+                // kept from running.
+                let prompt = {
+                    let mut st = self.state.lock().await;
+                    self.place_gated_arrivals(&mut st);
+                    st.awaiting_victims || self.room_back(&st)
+                };
+                if !prompt {
+                    self.settle().await;
                 }
             }
             let mut st = self.state.lock().await;
@@ -47,9 +54,12 @@ impl Engine {
                 continue;
             }
             self.expire(&mut st);
+            self.place_gated_arrivals(&mut st);
             let spacing = if st.awaiting_victims {
                 // Still bounded by the round's own cost: victims leave one event at a time.
                 MIN_VICTIM_REPLAN.max(st.last_round_took)
+            } else if self.room_back(&st) {
+                MIN_VICTIM_REPLAN.max(st.last_round_took * ROOM_BACK_SPACING_FACTOR)
             } else {
                 MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR)
             };
@@ -61,9 +71,47 @@ impl Engine {
             drop(st);
             if let Some(delay) = round_due(changed, since_last, spacing, waits_age) {
                 if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+                    self.wait_placing_arrivals(delay).await;
                 }
                 self.round(None).await;
+            }
+        }
+    }
+
+    /// Capacity came back (a bound pod left or finished) since the last round, which left
+    /// gangs waiting for room.
+    pub(super) fn room_back(&self, st: &State) -> bool {
+        st.waiting_for_room && self.cache.signals.freed() != st.planned_freed
+    }
+
+    /// Waits until the cache has been quiet for `SETTLE_QUIET`, at most `SETTLE_AT_MOST`: a
+    /// gang's members created one after another are planned in one round, and a lone change
+    /// (a high-priority gang arriving) is not kept waiting for the whole of it.
+    async fn settle(&self) {
+        let until = Instant::now() + SETTLE_AT_MOST;
+        loop {
+            let quiet = SETTLE_QUIET.min(until.saturating_duration_since(Instant::now()));
+            if quiet.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = self.cache.changed() => {}
+                _ = tokio::time::sleep(quiet) => return,
+            }
+        }
+    }
+
+    /// Sleeps `delay` (the spacing before the next round), placing gangs that arrive behind
+    /// Muster's gate meanwhile.
+    async fn wait_placing_arrivals(self: &Arc<Self>, delay: Duration) {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = self.cache.changed() => {
+                    let mut st = self.state.lock().await;
+                    self.place_gated_arrivals(&mut st);
+                }
             }
         }
     }

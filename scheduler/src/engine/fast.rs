@@ -1,6 +1,7 @@
 //! Between full rounds, a gang whose members all exist is placed on its own against the last
 //! round's result (plus every plan made since), so kube-scheduler gets an answer on the first
-//! try instead of waiting for the next round. The base only fills up between rounds (pods
+//! try instead of waiting for the next round; a gang behind Muster's gate, which kube-scheduler
+//! never asks about, is placed so as soon as its members arrive. The base only fills up between rounds (pods
 //! leaving are noticed at the next round), so this never over-commits; it is closed while the
 //! last round holds capacity for somebody (a reservation or a preemption in progress) or when a
 //! Node or GpuNode changed since (health, capacity, links), and a gang the last round could
@@ -32,6 +33,43 @@ impl Engine {
         pod: &Pod,
         uid: &str,
     ) -> Option<Answer> {
+        match self.place_fast(st, pod, Some(uid))? {
+            Ok(()) => super::planned(st, uid),
+            Err(wait) => Some(wait),
+        }
+    }
+
+    /// Places, each on its own as the filter's fast path does, the gangs whose members
+    /// arrived behind Muster's gate since the last call: kube-scheduler never asks about gated
+    /// pods, so without this a complete gang would wait for the next spaced round. Arrivals
+    /// stay queued while a round runs (its snapshot may predate them).
+    pub(super) fn place_gated_arrivals(self: &Arc<Self>, st: &mut State) {
+        if st.round_running || !self.is_leader() {
+            return;
+        }
+        for gang in self.cache.signals.take_gated_arrivals() {
+            let member = self.cache.gangs.members(&gang).into_iter().find_map(|r| {
+                let p = self.cache.pods.get(&r)?;
+                (snapshot::carries_placement_gate(&p) && p.metadata.deletion_timestamp.is_none())
+                    .then_some(p)
+            });
+            if let Some(pod) = member {
+                // A gang that cannot be placed now is left to the next round.
+                let _ = self.place_fast(st, &pod, None);
+            }
+        }
+    }
+
+    /// Places `pod`'s gang against the base: `Ok` when placed, `Err` with the answer for a
+    /// gang that must wait for members, `None` when only a full round can decide. `asking`
+    /// is the pod kube-scheduler is filtering, if any (it gets its node in the answer, not a
+    /// nomination).
+    fn place_fast(
+        self: &Arc<Self>,
+        st: &mut State,
+        pod: &Pod,
+        asking: Option<&str>,
+    ) -> Option<Result<(), Answer>> {
         let gref = gang_of(pod);
         let decided =
             st.verdicts.contains_key(&gref.key) && !st.short_of_members.contains(&gref.key);
@@ -42,13 +80,13 @@ impl Engine {
         if info.problem.is_some() {
             return None;
         }
-        let (members, names, oldest) = match self.members(pod, uid, info.min_member) {
+        let (members, names, oldest) = match self.members(pod, asking, info.min_member) {
             Members::Ready(m, n, oldest) => (m, n, oldest),
             Members::Missing { have, min } => {
-                return Some(Answer::Wait {
+                return Some(Err(Answer::Wait {
                     message: muster_core::explain::missing_members(have, min),
                     unresolvable: true,
-                });
+                }));
             }
             Members::Mixed => return None,
         };
@@ -84,7 +122,7 @@ impl Engine {
             name_of: &name_of,
             gpu_ids: &gpu_ids,
         };
-        self.adopt(st, &gang, &gref.source, &placement, naming, Some(uid));
+        self.adopt(st, &gang, &gref.source, &placement, naming, asking);
         if let Some(base) = st.base.as_mut() {
             base.gpu_ids = gpu_ids;
         }
@@ -92,10 +130,10 @@ impl Engine {
         st.verdicts.remove(&gang.key);
         st.short_of_members.remove(&gang.key);
         self.metrics.fast_placements.inc();
-        super::planned(st, uid)
+        Some(Ok(()))
     }
 
-    fn members(&self, pod: &Pod, uid: &str, min: u32) -> Members {
+    fn members(&self, pod: &Pod, asking: Option<&str>, min: u32) -> Members {
         let mut members = Vec::new();
         let mut names = HashMap::new();
         let mut oldest = u64::MAX;
@@ -132,7 +170,7 @@ impl Engine {
             if p.metadata.deletion_timestamp.is_some() || snapshot::is_gated(&p) {
                 continue;
             }
-            asking_seen |= u == uid;
+            asking_seen |= asking.is_none_or(|a| a == u);
             push(&p, u, &mut members);
             // A member whose requests cannot be counted: a full round reports the gang.
             if members.last().is_some_and(|m| m.invalid.is_some()) {

@@ -106,6 +106,11 @@ struct State {
     /// The last round has a gang preempting or waiting for its victims to terminate: the
     /// background loop answers cache changes at once (see `run_background`).
     awaiting_victims: bool,
+    /// The last round left gangs waiting for room (capacity or its shape), not only for
+    /// members: capacity coming back is worth a prompt round (see `run_background`).
+    waiting_for_room: bool,
+    /// The cache's count of bound pods gone when the last round took its snapshot.
+    planned_freed: u64,
     /// Whether the last round found nominations worth their cost (see
     /// `adopt::nominations_pay`); the fast path follows it until the next round.
     nominate_now: bool,
@@ -158,6 +163,16 @@ const ROUND_SPACING_FACTOR: u32 = 5;
 
 /// While a gang waits for its victims to go, background rounds at most this often.
 const MIN_VICTIM_REPLAN: Duration = Duration::from_millis(50);
+
+/// When capacity came back while gangs wait for room, background rounds are at least this
+/// many times their own duration apart (and `MIN_VICTIM_REPLAN`): gangs behind Muster's gate
+/// are placed only by rounds, so finished jobs' GPUs stay idle until the next one.
+const ROOM_BACK_SPACING_FACTOR: u32 = 2;
+
+/// A burst of cache events settles into one round: the loop waits until none came for this
+/// long, or `SETTLE_AT_MOST` passed.
+const SETTLE_QUIET: Duration = Duration::from_millis(30);
+const SETTLE_AT_MOST: Duration = Duration::from_millis(200);
 
 /// While gangs wait, a round runs at least this often even if nothing changed.
 const TIMED_REPLAN: Duration = Duration::from_secs(5);

@@ -158,3 +158,71 @@ fn a_change_inside_the_spacing_is_planned_when_it_ends_not_dropped() {
     assert_eq!(round_due(false, Some(ms(700)), spacing, false), None);
     assert_eq!(round_due(false, Some(ms(100)), spacing, true), Some(ms(0)));
 }
+
+#[tokio::test]
+async fn capacity_coming_back_while_gangs_wait_for_room_keeps_the_loop_prompt() {
+    // Both nodes are full (same priority: no preemption); gang c waits for room.
+    let running = [
+        with_priority("a", 0, 0, Some("n1")),
+        with_priority("a", 1, 0, Some("n1")),
+        with_priority("b", 0, 0, Some("n2")),
+        with_priority("b", 1, 0, Some("n2")),
+    ];
+    let mut pods = running.to_vec();
+    pods.extend([member("c", 0), member("c", 1)]);
+    let engine = engine_with(pods);
+    engine.round(None).await;
+    {
+        let st = engine.state.lock().await;
+        assert!(st.waiting_for_room, "c waits for capacity");
+        assert!(!engine.room_back(&st), "nothing left yet");
+    }
+    // A pending pod leaving frees nothing; a bound one does.
+    engine
+        .cache
+        .signals
+        .observe(&kube::runtime::watcher::Event::Delete(member("d", 0)));
+    assert!(!engine.room_back(&*engine.state.lock().await));
+    engine
+        .cache
+        .signals
+        .observe(&kube::runtime::watcher::Event::Delete(running[0].clone()));
+    assert!(engine.room_back(&*engine.state.lock().await));
+    // A round that saw it is up to date again.
+    engine.round(None).await;
+    assert!(!engine.room_back(&*engine.state.lock().await));
+}
+
+#[tokio::test]
+async fn a_gated_gang_is_placed_as_its_last_member_arrives() {
+    let gated = |gang: &str, i: u32| {
+        let mut p = member(gang, i);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: muster_api::names::GATE_PLACEMENT.into(),
+            }]);
+        }
+        p
+    };
+    let engine = engine_with(vec![gated("g", 0), gated("g", 1)]);
+    // A round before the gang's members are noted: the base the fast path places against.
+    let engine_without = engine_with(Vec::new());
+    engine_without.round(None).await;
+    let mut st = engine_without.state.lock().await;
+    let base = st.base.take();
+    drop(st);
+    engine.state.lock().await.base = base;
+    for i in 0..2 {
+        engine
+            .cache
+            .signals
+            .observe(&kube::runtime::watcher::Event::Apply(gated("g", i)));
+    }
+    let mut st = engine.state.lock().await;
+    engine.place_gated_arrivals(&mut st);
+    assert!(
+        st.plans.contains_key(&GangKey::new("ml", "g")),
+        "placed without a round"
+    );
+    assert_eq!(engine.metrics.fast_placements.get(), 1);
+}

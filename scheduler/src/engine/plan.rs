@@ -28,6 +28,7 @@ impl Engine {
             let mut st = self.state.lock().await;
             st.round_running = true;
             st.last_replan = Some(started);
+            st.planned_freed = self.cache.signals.freed();
             let node_generation = self.cache.node_generation();
             (
                 planning_inputs(&st),
@@ -124,6 +125,10 @@ impl Engine {
                     .waiting
                     .iter()
                     .any(|w| w.reason == WaitReason::WaitingForVictims));
+        st.waiting_for_room = plan
+            .waiting
+            .iter()
+            .any(|w| matches!(w.reason, WaitReason::Capacity | WaitReason::Fragmentation));
         st.nominate_now = nominations_pay(
             waiting_gpus,
             snap.cluster.free_gpu_total().saturating_sub(placed_gpus),

@@ -2,32 +2,12 @@
 
 use super::nodes::effect;
 use crate::cache::Cache;
+pub use crate::gang::{carries_placement_gate, is_gated};
 use crate::resources::pod_requests;
 use k8s_openapi::api::core::v1::Pod;
 use muster_api::names;
 use muster_core::{LabelRequirement, PodId, PodRequest, Toleration};
 use std::collections::HashMap;
-
-/// A pod with scheduling gates of others (a queue such as Kueue holding it back) is not
-/// scheduled by kube-scheduler until they are removed, so planning it would only hold
-/// capacity. Muster's own gate ([`names::GATE_PLACEMENT`]) waits for exactly this planning.
-pub fn is_gated(pod: &Pod) -> bool {
-    gates(pod).any(|g| g != names::GATE_PLACEMENT)
-}
-
-/// The pod still carries Muster's gate: the scheduler removes it once the gang is planned.
-pub fn carries_placement_gate(pod: &Pod) -> bool {
-    gates(pod).any(|g| g == names::GATE_PLACEMENT)
-}
-
-fn gates(pod: &Pod) -> impl Iterator<Item = &str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.scheduling_gates.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|g| g.name.as_str())
-}
 
 /// A pod waiting for placement, as the core sees it.
 pub struct PendingMember {

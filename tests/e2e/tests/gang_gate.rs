@@ -39,7 +39,7 @@ fn scheduled_condition(p: &Pod) -> Option<(String, String)> {
 /// released and bound whole, and the gate is gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incomplete_gang_waits_behind_the_gate_then_binds_whole() {
-    let (cluster, _ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
+    let (cluster, ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
     let client = cluster.client();
     namespace(&client, "gate").await;
     let mut members = gang("g", 2, 8, Gang::Annotation("g", "2"), None);
@@ -69,6 +69,13 @@ async fn an_incomplete_gang_waits_behind_the_gate_then_binds_whole() {
     let pods = wait_pods(&client, "gate", "g-", "both bound", |p| bound_count(p) == 2).await;
     assert!(pods.iter().all(|p| !gated(p)), "bound pods keep the gate");
     assert_ne!(node_of(&pods[0]), node_of(&pods[1]), "one whole node each");
+    // Placed as its last member arrived (kube-scheduler never asks about gated pods), not
+    // at the next spaced round.
+    let fast = ext.metric("muster_fast_placements_total").await;
+    assert!(
+        fast >= 1.0,
+        "the completed gang waited for a round: {fast} fast placements"
+    );
 }
 
 /// A complete gang with no room stays gated with Muster's reason; when room appears it binds.

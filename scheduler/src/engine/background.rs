@@ -30,12 +30,12 @@ impl Engine {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
                 // Let bursts of events settle into one round, unless a gang waits for its
-                // victims or for room that just came back: every round later is time it is
-                // kept from running.
+                // victims, for room that just came back, or arrived needing a round: every
+                // round later is time it is kept from running.
                 let prompt = {
                     let mut st = self.state.lock().await;
                     self.place_gated_arrivals(&mut st);
-                    st.awaiting_victims || self.room_back(&st)
+                    st.awaiting_victims || self.round_wanted_soon(&st)
                 };
                 if !prompt {
                     self.settle().await;
@@ -58,7 +58,7 @@ impl Engine {
             let spacing = if st.awaiting_victims {
                 // Still bounded by the round's own cost: victims leave one event at a time.
                 MIN_VICTIM_REPLAN.max(st.last_round_took)
-            } else if self.room_back(&st) {
+            } else if self.round_wanted_soon(&st) {
                 MIN_VICTIM_REPLAN.max(st.last_round_took * ROOM_BACK_SPACING_FACTOR)
             } else {
                 MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR)
@@ -70,8 +70,9 @@ impl Engine {
             let since_last = st.last_replan.map(|t| t.elapsed());
             drop(st);
             if let Some(delay) = round_due(changed, since_last, spacing, waits_age) {
-                if !delay.is_zero() {
-                    self.wait_placing_arrivals(delay).await;
+                if !delay.is_zero() && self.wait_placing_arrivals(delay).await {
+                    // A gang arrived that needs a round: the spacing is shorter now.
+                    continue;
                 }
                 self.round(None).await;
             }
@@ -82,6 +83,12 @@ impl Engine {
     /// gangs waiting for room.
     pub(super) fn room_back(&self, st: &State) -> bool {
         st.waiting_for_room && self.cache.signals.freed() != st.planned_freed
+    }
+
+    /// The next round should come sooner than the usual spacing: capacity came back for
+    /// waiting gangs, or a new gang needs a round to be placed.
+    pub(super) fn round_wanted_soon(&self, st: &State) -> bool {
+        st.arrival_unplaced || self.room_back(st)
     }
 
     /// Waits until the cache has been quiet for `SETTLE_QUIET`, at most `SETTLE_AT_MOST`: a
@@ -102,15 +109,19 @@ impl Engine {
     }
 
     /// Sleeps `delay` (the spacing before the next round), placing gangs that arrive behind
-    /// Muster's gate meanwhile.
-    async fn wait_placing_arrivals(self: &Arc<Self>, delay: Duration) {
+    /// Muster's gate meanwhile; true if one of them wants the round sooner.
+    async fn wait_placing_arrivals(self: &Arc<Self>, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return,
+                _ = tokio::time::sleep_until(until) => return false,
                 _ = self.cache.changed() => {
                     let mut st = self.state.lock().await;
+                    let before = self.round_wanted_soon(&st);
                     self.place_gated_arrivals(&mut st);
+                    if !before && self.round_wanted_soon(&st) {
+                        return true;
+                    }
                 }
             }
         }

@@ -41,8 +41,10 @@ impl Engine {
 
     /// Places, each on its own as the filter's fast path does, the gangs whose members
     /// arrived behind Muster's gate since the last call: kube-scheduler never asks about gated
-    /// pods, so without this a complete gang would wait for the next spaced round. Arrivals
-    /// stay queued while a round runs (its snapshot may predate them).
+    /// pods, so without this a complete gang would wait for the next spaced round. A new gang
+    /// only a round can decide (no room without preempting, say) brings that round forward
+    /// (`State::arrival_unplaced`). Arrivals stay queued while a round runs (its snapshot may
+    /// predate them).
     pub(super) fn place_gated_arrivals(self: &Arc<Self>, st: &mut State) {
         if st.round_running || !self.is_leader() {
             return;
@@ -53,9 +55,13 @@ impl Engine {
                 (snapshot::carries_placement_gate(&p) && p.metadata.deletion_timestamp.is_none())
                     .then_some(p)
             });
-            if let Some(pod) = member {
-                // A gang that cannot be placed now is left to the next round.
-                let _ = self.place_fast(st, &pod, None);
+            let Some(pod) = member else { continue };
+            // Rewrites of a gang the last round already decided (its gated members' explained
+            // conditions) are no news.
+            let known = st.plans.contains_key(&gang)
+                || (st.verdicts.contains_key(&gang) && !st.short_of_members.contains(&gang));
+            if !known && self.place_fast(st, &pod, None).is_none() {
+                st.arrival_unplaced = true;
             }
         }
     }

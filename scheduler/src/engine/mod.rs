@@ -111,6 +111,9 @@ struct State {
     waiting_for_room: bool,
     /// The cache's count of bound pods gone when the last round took its snapshot.
     planned_freed: u64,
+    /// A gang arrived behind the gate since the last round that only a round can place (it
+    /// needs room the base lacks, or preemption): that round comes sooner.
+    arrival_unplaced: bool,
     /// Whether the last round found nominations worth their cost (see
     /// `adopt::nominations_pay`); the fast path follows it until the next round.
     nominate_now: bool,
@@ -164,9 +167,10 @@ const ROUND_SPACING_FACTOR: u32 = 5;
 /// While a gang waits for its victims to go, background rounds at most this often.
 const MIN_VICTIM_REPLAN: Duration = Duration::from_millis(50);
 
-/// When capacity came back while gangs wait for room, background rounds are at least this
-/// many times their own duration apart (and `MIN_VICTIM_REPLAN`): gangs behind Muster's gate
-/// are placed only by rounds, so finished jobs' GPUs stay idle until the next one.
+/// When capacity came back while gangs wait for room, or a gang arrived that only a round can
+/// place, background rounds are at least this many times their own duration apart (and
+/// `MIN_VICTIM_REPLAN`): gangs behind Muster's gate are placed only by rounds then, so freed
+/// GPUs stay idle, and a high-priority gang's preemption waits, until the next one.
 const ROOM_BACK_SPACING_FACTOR: u32 = 2;
 
 /// A burst of cache events settles into one round: the loop waits until none came for this

@@ -193,31 +193,40 @@ async fn capacity_coming_back_while_gangs_wait_for_room_keeps_the_loop_prompt() 
     assert!(!engine.room_back(&*engine.state.lock().await));
 }
 
-#[tokio::test]
-async fn a_gated_gang_is_placed_as_its_last_member_arrives() {
-    let gated = |gang: &str, i: u32| {
-        let mut p = member(gang, i);
-        if let Some(spec) = p.spec.as_mut() {
-            spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
-                name: muster_api::names::GATE_PLACEMENT.into(),
-            }]);
-        }
-        p
-    };
-    let engine = engine_with(vec![gated("g", 0), gated("g", 1)]);
-    // A round before the gang's members are noted: the base the fast path places against.
-    let engine_without = engine_with(Vec::new());
-    engine_without.round(None).await;
-    let mut st = engine_without.state.lock().await;
-    let base = st.base.take();
-    drop(st);
+/// `pod` behind Muster's gate.
+fn gated(mut pod: Pod) -> Pod {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: muster_api::names::GATE_PLACEMENT.into(),
+        }]);
+    }
+    pod
+}
+
+/// An engine over `running` plus `arriving`, whose last round saw only `running` (the base the
+/// fast path places against), and to which `arriving` was just noted by the pod watch.
+async fn arrivals(running: Vec<Pod>, arriving: Vec<Pod>) -> Arc<Engine> {
+    let before = engine_with(running.clone());
+    before.round(None).await;
+    let base = before.state.lock().await.base.take();
+    let engine = engine_with(running.into_iter().chain(arriving.clone()).collect());
     engine.state.lock().await.base = base;
-    for i in 0..2 {
+    for p in arriving {
         engine
             .cache
             .signals
-            .observe(&kube::runtime::watcher::Event::Apply(gated("g", i)));
+            .observe(&kube::runtime::watcher::Event::Apply(p));
     }
+    engine
+}
+
+#[tokio::test]
+async fn a_gated_gang_is_placed_as_its_last_member_arrives() {
+    let engine = arrivals(
+        Vec::new(),
+        vec![gated(member("g", 0)), gated(member("g", 1))],
+    )
+    .await;
     let mut st = engine.state.lock().await;
     engine.place_gated_arrivals(&mut st);
     assert!(
@@ -225,4 +234,39 @@ async fn a_gated_gang_is_placed_as_its_last_member_arrives() {
         "placed without a round"
     );
     assert_eq!(engine.metrics.fast_placements.get(), 1);
+    assert!(!engine.round_wanted_soon(&st));
+}
+
+#[tokio::test]
+async fn a_gated_gang_only_a_round_can_place_brings_the_round_forward() {
+    // Both nodes full of low-priority gangs; a high-priority gang arrives behind the gate.
+    let running = vec![
+        with_priority("low1", 0, 10, Some("n1")),
+        with_priority("low1", 1, 10, Some("n1")),
+        with_priority("low2", 0, 10, Some("n2")),
+        with_priority("low2", 1, 10, Some("n2")),
+    ];
+    let high = vec![
+        gated(with_priority("high", 0, 1000, None)),
+        gated(with_priority("high", 1, 1000, None)),
+    ];
+    let engine = arrivals(running, high).await;
+    let mut st = engine.state.lock().await;
+    engine.place_gated_arrivals(&mut st);
+    assert!(st.plans.is_empty(), "no room without preempting");
+    assert!(st.arrival_unplaced && engine.round_wanted_soon(&st));
+    drop(st);
+    // The round plans the preemption; its verdict makes the gang known, so rewrites of its
+    // gated members (their explained conditions) bring no further round forward.
+    engine.round(None).await;
+    let mut st = engine.state.lock().await;
+    assert!(st.awaiting_victims, "the round preempts");
+    engine
+        .cache
+        .signals
+        .observe(&kube::runtime::watcher::Event::Apply(gated(with_priority(
+            "high", 0, 1000, None,
+        ))));
+    engine.place_gated_arrivals(&mut st);
+    assert!(!st.arrival_unplaced);
 }

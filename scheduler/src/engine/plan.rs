@@ -29,6 +29,7 @@ impl Engine {
             st.round_running = true;
             st.last_replan = Some(started);
             st.planned_freed = self.cache.signals.freed();
+            st.arrival_unplaced = false;
             let node_generation = self.cache.node_generation();
             (
                 planning_inputs(&st),

@@ -25,6 +25,18 @@ enum Members {
     Mixed,
 }
 
+/// What placing one gang between rounds came to.
+enum Fast {
+    Placed,
+    /// Fewer members than the minimum exist: the answer for them.
+    MissingMembers(Answer),
+    /// The current base has no room for it: a round may preempt, or room may come.
+    NoRoom,
+    /// Only a full round can decide (the base is stale or closed, some members are bound, a
+    /// round already decided the gang, ...).
+    RoundDecides,
+}
+
 impl Engine {
     /// The answer for `pod` if its gang could be decided without a full round.
     pub(super) fn try_fast(
@@ -33,18 +45,20 @@ impl Engine {
         pod: &Pod,
         uid: &str,
     ) -> Option<Answer> {
-        match self.place_fast(st, pod, Some(uid))? {
-            Ok(()) => super::planned(st, uid),
-            Err(wait) => Some(wait),
+        match self.place_fast(st, pod, Some(uid)) {
+            Fast::Placed => super::planned(st, uid),
+            Fast::MissingMembers(wait) => Some(wait),
+            Fast::NoRoom | Fast::RoundDecides => None,
         }
     }
 
     /// Places, each on its own as the filter's fast path does, the gangs whose members
     /// arrived behind Muster's gate since the last call: kube-scheduler never asks about gated
     /// pods, so without this a complete gang would wait for the next spaced round. A new gang
-    /// only a round can decide (no room without preempting, say) brings that round forward
-    /// (`State::arrival_unplaced`). Arrivals stay queued while a round runs (its snapshot may
-    /// predate them).
+    /// the current base has no room for (a round may preempt for it) brings that round forward
+    /// (`State::arrival_unplaced`); one the base cannot judge (stale after a node change, say)
+    /// waits for the round the change itself brings. Arrivals stay queued while a round runs
+    /// (its snapshot may predate them).
     pub(super) fn place_gated_arrivals(self: &Arc<Self>, st: &mut State) {
         if st.round_running || !self.is_leader() {
             return;
@@ -60,47 +74,43 @@ impl Engine {
             // conditions) are no news.
             let known = st.plans.contains_key(&gang)
                 || (st.verdicts.contains_key(&gang) && !st.short_of_members.contains(&gang));
-            if !known && self.place_fast(st, &pod, None).is_none() {
+            if !known && matches!(self.place_fast(st, &pod, None), Fast::NoRoom) {
                 st.arrival_unplaced = true;
             }
         }
     }
 
-    /// Places `pod`'s gang against the base: `Ok` when placed, `Err` with the answer for a
-    /// gang that must wait for members, `None` when only a full round can decide. `asking`
-    /// is the pod kube-scheduler is filtering, if any (it gets its node in the answer, not a
-    /// nomination).
-    fn place_fast(
-        self: &Arc<Self>,
-        st: &mut State,
-        pod: &Pod,
-        asking: Option<&str>,
-    ) -> Option<Result<(), Answer>> {
+    /// Places `pod`'s gang against the base (see [`Fast`]). `asking` is the pod kube-scheduler
+    /// is filtering, if any (it gets its node in the answer, not a nomination).
+    fn place_fast(self: &Arc<Self>, st: &mut State, pod: &Pod, asking: Option<&str>) -> Fast {
         let gref = gang_of(pod);
         let decided =
             st.verdicts.contains_key(&gref.key) && !st.short_of_members.contains(&gref.key);
         if st.plans.contains_key(&gref.key) || decided {
-            return None;
+            return Fast::RoundDecides;
         }
         let mut info = snapshot::gang_info(&self.cache, &gref.key, &gref.source, Some(pod));
         if info.problem.is_some() {
-            return None;
+            return Fast::RoundDecides;
         }
         let (members, names, oldest) = match self.members(pod, asking, info.min_member) {
             Members::Ready(m, n, oldest) => (m, n, oldest),
             Members::Missing { have, min } => {
-                return Some(Err(Answer::Wait {
+                return Fast::MissingMembers(Answer::Wait {
                     message: muster_core::explain::missing_members(have, min),
                     unresolvable: true,
-                }));
+                });
             }
-            Members::Mixed => return None,
+            Members::Mixed => return Fast::RoundDecides,
         };
         let nodes_now = self.cache.node_generation();
-        let base = st
+        let Some(base) = st
             .base
             .as_mut()
-            .filter(|b| b.open && b.node_generation == nodes_now)?;
+            .filter(|b| b.open && b.node_generation == nodes_now)
+        else {
+            return Fast::RoundDecides;
+        };
         if info.created_at == 0 {
             info.created_at = oldest;
         }
@@ -115,12 +125,14 @@ impl Engine {
         let plan =
             base.cluster
                 .plan_with_queues(std::slice::from_ref(&gang), now, &config, &base.queues);
-        let placement = plan.placements.into_iter().next()?;
+        let Some(placement) = plan.placements.into_iter().next() else {
+            return Fast::NoRoom;
+        };
         if let Err(e) = base.cluster.commit(&gang, &placement.assignments, now) {
             // The base no longer matches what was planned; rebuild it at the next round.
             tracing::warn!(gang = %gang.key, error = %e, "fast placement did not fit its base");
             st.base = None;
-            return None;
+            return Fast::RoundDecides;
         }
         let gpu_ids = std::mem::take(&mut base.gpu_ids);
         let name_of = |u: &str| names.get(u).cloned();
@@ -136,7 +148,7 @@ impl Engine {
         st.verdicts.remove(&gang.key);
         st.short_of_members.remove(&gang.key);
         self.metrics.fast_placements.inc();
-        Some(Ok(()))
+        Fast::Placed
     }
 
     fn members(&self, pod: &Pod, asking: Option<&str>, min: u32) -> Members {

@@ -270,3 +270,21 @@ async fn a_gated_gang_only_a_round_can_place_brings_the_round_forward() {
     engine.place_gated_arrivals(&mut st);
     assert!(!st.arrival_unplaced);
 }
+
+#[tokio::test]
+async fn a_gated_gang_a_stale_base_cannot_judge_waits_for_the_usual_round() {
+    // On a large, busy cluster nodes change often (readiness, taints): every gang arriving then
+    // would otherwise pull rounds forward, and rounds there cost the API server's CPU.
+    let engine = arrivals(
+        Vec::new(),
+        vec![gated(member("g", 0)), gated(member("g", 1))],
+    )
+    .await;
+    let mut st = engine.state.lock().await;
+    if let Some(base) = st.base.as_mut() {
+        base.node_generation += 1;
+    }
+    engine.place_gated_arrivals(&mut st);
+    assert!(st.plans.is_empty(), "a stale base places nothing");
+    assert!(!st.arrival_unplaced && !engine.round_wanted_soon(&st));
+}

@@ -3,8 +3,8 @@
 //! kube-scheduler is backing off or never asks (see `round_due`).
 
 use super::{
-    Engine, MIN_BACKGROUND_REPLAN, MIN_VICTIM_REPLAN, ROOM_BACK_SPACING_FACTOR,
-    ROUND_SPACING_FACTOR, SETTLE_AT_MOST, SETTLE_QUIET, State, TIMED_REPLAN,
+    Engine, MIN_BACKGROUND_REPLAN, MIN_VICTIM_REPLAN, PROMPT_SPACING_FACTOR, ROUND_SPACING_FACTOR,
+    SETTLE_AT_MOST, SETTLE_QUIET, State, TIMED_REPLAN,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +59,7 @@ impl Engine {
                 // Still bounded by the round's own cost: victims leave one event at a time.
                 MIN_VICTIM_REPLAN.max(st.last_round_took)
             } else if self.round_wanted_soon(&st) {
-                MIN_VICTIM_REPLAN.max(st.last_round_took * ROOM_BACK_SPACING_FACTOR)
+                MIN_VICTIM_REPLAN.max(st.last_round_took * PROMPT_SPACING_FACTOR)
             } else {
                 MIN_BACKGROUND_REPLAN.max(st.last_round_took * ROUND_SPACING_FACTOR)
             };

@@ -171,7 +171,7 @@ const MIN_VICTIM_REPLAN: Duration = Duration::from_millis(50);
 /// place, background rounds are at least this many times their own duration apart (and
 /// `MIN_VICTIM_REPLAN`): gangs behind Muster's gate are placed only by rounds then, so freed
 /// GPUs stay idle, and a high-priority gang's preemption waits, until the next one.
-const ROOM_BACK_SPACING_FACTOR: u32 = 2;
+const PROMPT_SPACING_FACTOR: u32 = 2;
 
 /// A burst of cache events settles into one round: the loop waits until none came for this
 /// long, or `SETTLE_AT_MOST` passed.

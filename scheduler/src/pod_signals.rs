@@ -11,11 +11,14 @@ use muster_core::GangKey;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 #[derive(Clone, Default)]
 pub struct PodSignals {
     freed: Arc<AtomicU64>,
     gated_arrivals: Arc<Mutex<HashSet<GangKey>>>,
+    /// Woken on either signal only, not on every cache event (Node heartbeats).
+    signalled: Arc<Notify>,
 }
 
 impl PodSignals {
@@ -30,14 +33,22 @@ impl PodSignals {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .insert(gang_of(p).key);
+                } else {
+                    return;
                 }
             }
             watcher::Event::Delete(p) if holds_a_node(p) => {
                 self.freed.fetch_add(1, Ordering::AcqRel);
             }
             // A relist is a change like any other: the next round plans from all of it.
-            _ => {}
+            _ => return,
         }
+        self.signalled.notify_waiters();
+    }
+
+    /// Resolves at the next gated arrival or freed capacity.
+    pub async fn signalled(&self) {
+        self.signalled.notified().await;
     }
 
     /// Counts bound pods that left or finished: changes whenever capacity may have come back.

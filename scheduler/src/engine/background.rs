@@ -109,13 +109,14 @@ impl Engine {
     }
 
     /// Sleeps `delay` (the spacing before the next round), placing gangs that arrive behind
-    /// Muster's gate meanwhile; true if one of them wants the round sooner.
+    /// Muster's gate meanwhile; true if one of them, or capacity coming back, wants the round
+    /// sooner.
     async fn wait_placing_arrivals(self: &Arc<Self>, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return false,
-                _ = self.cache.changed() => {
+                _ = self.cache.signals.signalled() => {
                     let mut st = self.state.lock().await;
                     let before = self.round_wanted_soon(&st);
                     self.place_gated_arrivals(&mut st);

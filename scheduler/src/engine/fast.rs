@@ -70,11 +70,9 @@ impl Engine {
                     .then_some(p)
             });
             let Some(pod) = member else { continue };
-            // Rewrites of a gang the last round already decided (its gated members' explained
-            // conditions) are no news.
-            let known = st.plans.contains_key(&gang)
-                || (st.verdicts.contains_key(&gang) && !st.short_of_members.contains(&gang));
-            if !known && matches!(self.place_fast(st, &pod, None), Fast::NoRoom) {
+            // A gang already planned or decided (its gated members' explained conditions are
+            // rewritten) comes back as `RoundDecides`: no news.
+            if matches!(self.place_fast(st, &pod, None), Fast::NoRoom) {
                 st.arrival_unplaced = true;
             }
         }

@@ -2,6 +2,7 @@
 //! is planned, and until then the gang's verdict is what the member's `PodScheduled` condition
 //! says (kube-scheduler never attempts a gated pod, so it never writes one).
 
+use super::explanations::GatedWait;
 use super::{Engine, State, actions};
 use crate::snapshot;
 use std::time::{Duration, Instant};
@@ -15,10 +16,6 @@ const GATE_RETRY: Duration = Duration::from_secs(5);
 /// cost the throughput benchmark a fifth of its pods/s (the API server's own message says the
 /// pod is gated meanwhile).
 const EXPLAIN_AFTER_SECS: u64 = 5;
-
-/// A gated member's explanation is rewritten at most this often (its figures change with
-/// every round; what it waits for rarely does).
-const EXPLAIN_EVERY: Duration = Duration::from_secs(15);
 
 impl Engine {
     /// Removes Muster's scheduling gate from every planned member that still carries it (once
@@ -66,27 +63,17 @@ impl Engine {
     }
 
     /// Writes each waiting gang's verdict into its gated members' `PodScheduled` condition
-    /// (reason `SchedulingGated`, as the API server set it), when it changed and at most once
-    /// per [`EXPLAIN_EVERY`]: `kubectl describe pod` says why, as for ungated pods.
-    pub(super) fn explain_gated(
-        &self,
-        st: &mut State,
-        waits: Vec<(String, String, String, String)>,
-    ) {
-        let now = Instant::now();
-        let mut writes = Vec::new();
-        for (uid, ns, name, message) in waits {
-            let stale = st.gate_explained.get(&uid).is_none_or(|(said, at)| {
-                *said != message && now.duration_since(*at) >= EXPLAIN_EVERY
-            });
-            if stale {
-                st.gate_explained.insert(uid, (message.clone(), now));
-                writes.push((ns, name, message));
-            }
-        }
+    /// (reason `SchedulingGated`, as the API server set it), when it changed, paced as
+    /// `explanations` says: `kubectl describe pod` says why, as for ungated pods.
+    pub(super) fn explain_gated(&self, st: &mut State, waits: Vec<GatedWait>) {
+        let writes = st.gate_explained.due(waits, Instant::now());
         if writes.is_empty() || !self.config.report {
             return;
         }
+        let writes = writes
+            .into_iter()
+            .map(|w| (w.namespace, w.name, w.message))
+            .collect();
         tokio::spawn(actions::explain_gated(self.client.clone(), writes));
     }
 
@@ -94,7 +81,7 @@ impl Engine {
     pub(super) fn gated_waits<'a>(
         &self,
         verdicts: impl Iterator<Item = (&'a muster_core::GangKey, &'a str)>,
-    ) -> Vec<(String, String, String, String)> {
+    ) -> Vec<GatedWait> {
         let mut out = Vec::new();
         let now = super::now_secs();
         for (gang, message) in verdicts {
@@ -107,14 +94,19 @@ impl Engine {
                 if young || !snapshot::carries_placement_gate(&p) {
                     continue;
                 }
-                let (Some(uid), Some(ns), Some(name)) = (
+                let (Some(uid), Some(namespace), Some(name)) = (
                     p.metadata.uid.clone(),
                     p.metadata.namespace.clone(),
                     p.metadata.name.clone(),
                 ) else {
                     continue;
                 };
-                out.push((uid, ns, name, message.to_string()));
+                out.push(GatedWait {
+                    uid,
+                    namespace,
+                    name,
+                    message: message.to_string(),
+                });
             }
         }
         out

@@ -17,6 +17,7 @@
 mod actions;
 mod adopt;
 mod background;
+mod explanations;
 mod fast;
 mod gate;
 mod lifecycle;
@@ -121,7 +122,7 @@ struct State {
     /// `plan::release_gates`).
     gate_released: HashMap<String, Instant>,
     /// What each gated member's condition last said, and when (see `gate::explain_gated`).
-    gate_explained: HashMap<String, (String, Instant)>,
+    gate_explained: explanations::Explanations,
     /// Pods told to wait: touched when their gang is planned so they retry at once.
     rejected: HashSet<String>,
     /// Gangs the last round left waiting only for members: the fast path may place them as

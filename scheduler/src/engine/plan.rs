@@ -89,8 +89,7 @@ impl Engine {
         st.seen_pods = snap.pods.keys().cloned().collect();
         st.rejected.retain(|uid| st.seen_pods.contains(uid));
         st.gate_released.retain(|uid, _| st.seen_pods.contains(uid));
-        st.gate_explained
-            .retain(|uid, _| st.seen_pods.contains(uid));
+        st.gate_explained.retain(&st.seen_pods);
         st.verdicts.clear();
         st.short_of_members.clear();
 

@@ -127,7 +127,7 @@ impl<'a> Sim<'a> {
     }
 
     fn pod_id(&self, job: usize, pod: usize) -> PodId {
-        PodId(format!("j{job}-a{}-p{pod}", self.rt[job].attempt))
+        PodId::new(format!("j{job}-a{}-p{pod}", self.rt[job].attempt))
     }
 
     /// The core's view of a waiting job: all of its pods, all required.

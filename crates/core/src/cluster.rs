@@ -80,6 +80,8 @@ impl NodeFree {
 #[derive(Debug)]
 pub(crate) struct NodeSlot {
     pub info: NodeInfo,
+    /// `info.name`, shared by the assignments that name the node.
+    pub name: Arc<str>,
     pub table: Arc<GpuTable>,
     pub domain: Option<u32>,
     pub healthy: GpuMask,
@@ -232,6 +234,7 @@ impl Cluster {
             Some(&i) => i,
             None => {
                 self.nodes.push(NodeSlot {
+                    name: Arc::from(info.name.as_str()),
                     info: info.clone(),
                     table: table.clone(),
                     domain,
@@ -531,7 +534,7 @@ mod tests {
         let err = c.add_pod(pod("p2", "a", &[1, 2])).unwrap_err();
         assert!(matches!(err, ClusterError::DoesNotFit { .. }), "{err}");
         assert!(c.add_pod(pod("p1", "a", &[3])).is_err(), "duplicate id");
-        c.remove_pod(&PodId("p1".into()));
+        c.remove_pod(&PodId::new("p1"));
         assert_eq!(c.free_gpu_total(), 8);
     }
 
@@ -550,7 +553,7 @@ mod tests {
         assert_eq!(c.free_gpus("a").unwrap(), vec![0]);
         assert!(c.add_pod(pod("p", "a", &[1])).is_err());
         c.record_pod(pod("q", "a", &[1])).unwrap();
-        c.remove_pod(&PodId("q".into()));
+        c.remove_pod(&PodId::new("q"));
         assert_eq!(
             c.free_gpus("a").unwrap(),
             vec![0],

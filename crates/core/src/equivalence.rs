@@ -206,7 +206,7 @@ mod tests {
         let spec = muster_api::machines::builtin("dgx-a100").unwrap();
         let mut c = Cluster::new([NodeInfo::from_machine("n0", spec)]).unwrap();
         c.add_pod(PlacedPod {
-            id: PodId("run-0".into()),
+            id: PodId::new("run-0"),
             gang: GangKey::new("run", "g0"),
             node: "n0".into(),
             resources: Resources::new(1000, 1 << 30, 6),

@@ -3,6 +3,7 @@
 use muster_api::LinkMatrix;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Requests or capacity of the resources the core accounts for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,7 +49,17 @@ impl fmt::Display for GangKey {
 
 /// A pod's identity (the scheduler uses the pod UID; the simulator `job/index`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PodId(pub String);
+pub struct PodId(pub Arc<str>);
+
+impl PodId {
+    pub fn new(id: impl Into<Arc<str>>) -> PodId {
+        PodId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for PodId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -287,9 +298,9 @@ impl PodRequest {
     }
 
     /// A member asking `gpus` GPUs with modest CPU and memory, no constraints.
-    pub fn gpus(id: impl Into<String>, gpus: u32) -> PodRequest {
+    pub fn gpus(id: impl Into<Arc<str>>, gpus: u32) -> PodRequest {
         PodRequest {
-            id: PodId(id.into()),
+            id: PodId::new(id),
             resources: Resources::new(4_000, 16 << 30, gpus),
             selector: Vec::new(),
             node_terms: Vec::new(),

@@ -12,12 +12,14 @@ use crate::model::{PodId, PodRequest, Resources};
 pub(crate) use crate::shortfall::{Contribution, Shortfall};
 pub(crate) use crate::static_fit::{LocalFits, StaticFit, StaticKey};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Where one member goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub pod: PodId,
-    pub node: String,
+    /// Shared with the cluster's node (a round writes thousands of assignments).
+    pub node: Arc<str>,
     /// GPU indices on `node`, ascending.
     pub gpus: Vec<u32>,
 }
@@ -296,7 +298,7 @@ impl<'c> Work<'c> {
         if first.one_per_node
             && out
                 .iter()
-                .any(|a| a.node == self.cluster.nodes[i as usize].info.name)
+                .any(|a| *a.node == *self.cluster.nodes[i as usize].name)
         {
             return 0;
         }
@@ -408,7 +410,7 @@ impl<'c> Work<'c> {
         self.touch(node);
         out.push(Assignment {
             pod: member.id.clone(),
-            node: slot.info.name.clone(),
+            node: slot.name.clone(),
             gpus: crate::gpu_choice::indices_u32(mask),
         });
         true

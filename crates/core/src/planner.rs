@@ -373,7 +373,7 @@ impl Cluster {
             self.add_pod(crate::model::PlacedPod {
                 id: a.pod.clone(),
                 gang: gang.key.clone(),
-                node: a.node.clone(),
+                node: a.node.to_string(),
                 resources: req.resources,
                 gpus: a.gpus.clone(),
                 priority: gang.priority,

@@ -276,8 +276,8 @@ fn hold(work: &mut Work<'_>, assignments: &[Assignment]) -> Vec<String> {
         );
         work.free[i].gpu_budget = work.free[i].gpu_budget.saturating_sub(a.gpus.len() as u32);
         work.touch(u32::try_from(i).unwrap_or(u32::MAX));
-        if !nodes.contains(&a.node) {
-            nodes.push(a.node.clone());
+        if !nodes.iter().any(|n| **n == *a.node) {
+            nodes.push(a.node.to_string());
         }
     }
     nodes

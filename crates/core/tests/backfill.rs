@@ -23,7 +23,7 @@ fn busy_until(ends: [Option<u64>; 2]) -> Cluster {
     let mut c = Cluster::new(nodes).unwrap();
     for (i, (gpus, end)) in [(8u32, ends[0]), (4, ends[1])].into_iter().enumerate() {
         c.add_pod(PlacedPod {
-            id: PodId(format!("run{i}")),
+            id: PodId::new(format!("run{i}")),
             gang: GangKey::new("x", format!("run{i}")),
             node: format!("n{i}"),
             resources: Resources::new(1000, 1 << 30, gpus),

@@ -91,7 +91,7 @@ fn build(scene: &Scene) -> (Cluster, Vec<Gang>) {
         let free = cluster.free_gpus(&target.name).unwrap();
         let take: Vec<u32> = free.iter().take(gpus).map(|&g| g as u32).collect();
         let _ = cluster.add_pod(PlacedPod {
-            id: PodId(id),
+            id: PodId::new(id),
             gang,
             node: target.name.clone(),
             resources: Resources::new(1000, 1 << 30, take.len() as u32),

@@ -132,7 +132,7 @@ fn add(cluster: &mut Cluster, infos: &[NodeInfo], r: Running) {
     };
     let take: Vec<u32> = free.iter().take(r.gpus).map(|&g| g as u32).collect();
     let _ = cluster.add_pod(PlacedPod {
-        id: PodId(r.id),
+        id: PodId::new(r.id),
         gang: r.gang,
         node: target.name.clone(),
         resources: Resources::new(r.cpu, 1 << 30, take.len() as u32),

@@ -58,7 +58,7 @@ fn build(scene: &Scene) -> (Cluster, Vec<Gang>) {
                 .map(|&g| g as u32)
                 .collect();
             let _ = cluster.add_pod(PlacedPod {
-                id: PodId(format!("run{gi}-{p}")),
+                id: PodId::new(format!("run{gi}-{p}")),
                 gang: GangKey::new("run", format!("g{gi}")),
                 node: target.name.clone(),
                 resources: Resources::new(1000, 1 << 30, take.len() as u32),

@@ -76,7 +76,7 @@ fn build(s: &Scene) -> (Cluster, Vec<Gang>) {
                 break;
             };
             c.add_pod(PlacedPod {
-                id: PodId(format!("run{gi}-{p}")),
+                id: PodId::new(format!("run{gi}-{p}")),
                 gang: key.clone(),
                 node,
                 resources: Resources::new(1000, 1 << 30, 1),
@@ -158,7 +158,7 @@ fn apply(c: &mut Cluster, gangs: &mut Vec<Gang>, plan: &Plan) {
             c.add_pod(PlacedPod {
                 id: a.pod.clone(),
                 gang: key.clone(),
-                node: a.node.clone(),
+                node: a.node.to_string(),
                 resources: m.resources,
                 gpus: a.gpus.clone(),
                 priority: g.priority,
@@ -264,7 +264,7 @@ proptest! {
             let mut twin = g.clone();
             twin.key = GangKey::new("twin", g.key.name.clone());
             for m in &mut twin.pending {
-                m.id = PodId(format!("twin-{}", m.id.0));
+                m.id = PodId::new(format!("twin-{}", m.id.0));
             }
             twin.created_at = g.created_at.saturating_add(50);
             twin

@@ -17,7 +17,7 @@ fn run(c: &mut Cluster, name: &str, queue: &str, first: usize, pods: usize, prio
     let key = GangKey::new("run", name);
     for p in 0..pods {
         c.add_pod(PlacedPod {
-            id: PodId(format!("{name}-{p}")),
+            id: PodId::new(format!("{name}-{p}")),
             gang: key.clone(),
             node: format!("n{}", first + p),
             resources: Resources::new(1000, 1 << 30, 8),
@@ -285,7 +285,7 @@ fn a_closed_queue_admits_no_gang_and_says_so() {
 fn run_gpus(c: &mut Cluster, name: &str, queue: &str, node: usize, first: u32, gpus: u32) {
     let key = GangKey::new("run", name);
     c.add_pod(PlacedPod {
-        id: PodId(format!("{name}-0")),
+        id: PodId::new(format!("{name}-0")),
         gang: key.clone(),
         node: format!("n{node}"),
         resources: Resources::new(1000, 1 << 30, gpus),
@@ -327,7 +327,7 @@ fn two_gangs_of_a_queue_both_reclaim_in_one_round() {
         .preemptions
         .iter()
         .flat_map(|r| r.assignments.iter())
-        .flat_map(|a| a.gpus.iter().map(|&g| (a.node.clone(), g)))
+        .flat_map(|a| a.gpus.iter().map(|&g| (a.node.to_string(), g)))
         .collect();
     let n = gpus_taken.len();
     gpus_taken.sort();

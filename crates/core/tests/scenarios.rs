@@ -40,7 +40,7 @@ fn nodes_used<'p>(plan: &'p muster_core::Plan, gang: &GangKey) -> HashSet<&'p st
         .expect("the gang is placed")
         .assignments
         .iter()
-        .map(|a| a.node.as_str())
+        .map(|a| &*a.node)
         .collect()
 }
 
@@ -63,7 +63,7 @@ fn gang_of_four_whole_nodes_lands_on_four_nodes() {
     let g = Gang::uniform("ml", "llm", 4, 8, 0, 0);
     let plan = commit_all(&mut c, std::slice::from_ref(&g), 0);
     let placed = plan.placement_for(&g.key).unwrap();
-    let used: HashSet<&str> = placed.assignments.iter().map(|a| a.node.as_str()).collect();
+    let used: HashSet<&str> = placed.assignments.iter().map(|a| &*a.node).collect();
     assert_eq!(used.len(), 4);
     assert_eq!(c.free_gpu_total(), 0);
 }
@@ -113,7 +113,7 @@ fn two_interleaved_gangs_one_runs_whole_the_other_waits_whole() {
     assert_eq!(c.gang_pods(&b.key).count(), 0);
     // When a finishes, b runs whole.
     for i in 0..3 {
-        c.remove_pod(&PodId(format!("ml/a-{i}")));
+        c.remove_pod(&PodId::new(format!("ml/a-{i}")));
     }
     let plan = commit_all(&mut c, std::slice::from_ref(&b), 20);
     assert_eq!(plan.placement_for(&b.key).unwrap().assignments.len(), 3);
@@ -324,7 +324,7 @@ fn long_waiting_big_gang_reserves_nodes_small_gangs_cannot_take() {
     // One 4-GPU pod on each node: an 8-GPU gang of 2 cannot fit.
     commit_all(&mut c, &[Gang::uniform("x", "a", 1, 4, 0, 0)], 0);
     commit_all(&mut c, &[Gang::uniform("x", "b", 1, 8, 0, 0)], 0);
-    c.remove_pod(&PodId("x/b-0".into()));
+    c.remove_pod(&PodId::new("x/b-0"));
     commit_all(&mut c, &[Gang::uniform("x", "c", 1, 4, 0, 0)], 0);
     let nodes_used: HashSet<String> = c.pods().map(|p| p.node.clone()).collect();
     assert_eq!(nodes_used.len(), 1);
@@ -359,7 +359,7 @@ fn cpu_only_pods_avoid_gpu_nodes() {
     };
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
     assert_eq!(
-        plan.placement_for(&g.key).unwrap().assignments[0].node,
+        &*plan.placement_for(&g.key).unwrap().assignments[0].node,
         "cpu-0"
     );
 }
@@ -408,7 +408,7 @@ fn terminating_members_do_not_count_toward_the_minimum() {
     let mut kept = busy("kept", "n0", (0..8).collect());
     kept.gang = key.clone();
     c.record_pod(kept).unwrap();
-    c.mark_terminating(&PodId("kept".into()));
+    c.mark_terminating(&PodId::new("kept"));
     let mut g = Gang::uniform("ml", "rs", 4, 8, 0, 0);
     g.pending.truncate(3);
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
@@ -430,7 +430,7 @@ fn node_name_requirements_match_the_node_name() {
     )];
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
     let a = &plan.placement_for(&g.key).unwrap().assignments;
-    assert_eq!(a[0].node, "n1");
+    assert_eq!(&*a[0].node, "n1");
 
     g.pending[0].selector = vec![LabelRequirement::In(
         muster_core::FIELD_NODE_NAME.into(),
@@ -438,7 +438,7 @@ fn node_name_requirements_match_the_node_name() {
     )];
     let plan = c.plan(std::slice::from_ref(&g), 0, &cfg());
     assert_eq!(
-        plan.placement_for(&g.key).unwrap().assignments[0].node,
+        &*plan.placement_for(&g.key).unwrap().assignments[0].node,
         "n0"
     );
 
@@ -469,7 +469,7 @@ fn a_constrained_member_is_placed_before_its_peers() {
         .iter()
         .find(|a| a.pod == g.pending[2].id)
         .unwrap();
-    assert_eq!(a.node, "n2");
+    assert_eq!(&*a.node, "n2");
 }
 
 /// One worker per node (required anti-affinity among the gang's own pods): 4 one-GPU

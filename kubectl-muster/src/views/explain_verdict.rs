@@ -7,7 +7,7 @@ use crate::scene::{Analysis, Scene};
 use muster_core::{Assignment, GangKey, WaitReason};
 
 fn nodes(assignments: &[Assignment]) -> Vec<String> {
-    let mut n: Vec<String> = assignments.iter().map(|a| a.node.clone()).collect();
+    let mut n: Vec<String> = assignments.iter().map(|a| a.node.to_string()).collect();
     n.sort();
     n.dedup();
     n

@@ -79,10 +79,10 @@ pub fn owners(analysis: &Analysis) -> HashMap<(String, u32), String> {
     let snap = &analysis.snapshot;
     let mut out = HashMap::new();
     for p in snap.cluster.pods() {
-        let name = snap
-            .pods
-            .get(&p.id.0)
-            .map_or_else(|| p.id.0.clone(), |i| format!("{}/{}", i.namespace, i.name));
+        let name = snap.pods.get(p.id.as_str()).map_or_else(
+            || p.id.to_string(),
+            |i| format!("{}/{}", i.namespace, i.name),
+        );
         for g in &p.gpus {
             out.insert((p.node.clone(), *g), name.clone());
         }

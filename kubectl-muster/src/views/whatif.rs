@@ -63,7 +63,7 @@ pub fn fits_if_all_healthy(scene: &Scene, gang: &GangKey) -> Option<Vec<String>>
 }
 
 fn nodes_of(assignments: &[muster_core::Assignment]) -> Vec<String> {
-    let mut nodes: Vec<String> = assignments.iter().map(|a| a.node.clone()).collect();
+    let mut nodes: Vec<String> = assignments.iter().map(|a| a.node.to_string()).collect();
     nodes.sort();
     nodes.dedup();
     nodes

@@ -35,7 +35,7 @@ impl Engine {
             let Some((namespace, name)) = (names.name_of)(&a.pod.0) else {
                 continue;
             };
-            let ids = names.gpu_ids.get(&a.node);
+            let ids = names.gpu_ids.get(&*a.node);
             let resources = gang
                 .pending
                 .iter()
@@ -43,11 +43,11 @@ impl Engine {
                 .map(|p| p.resources)
                 .unwrap_or_default();
             pods.insert(
-                a.pod.0.clone(),
+                a.pod.0.to_string(),
                 Slot {
                     namespace,
                     name,
-                    node: a.node.clone(),
+                    node: a.node.to_string(),
                     gpu_ids: a
                         .gpus
                         .iter()
@@ -160,10 +160,10 @@ impl Engine {
                 for pod in &v.pods {
                     let recent = st
                         .evicting
-                        .get(&pod.0)
+                        .get(pod.as_str())
                         .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
-                    if let (false, Some(info)) = (recent, snap.pods.get(&pod.0)) {
-                        st.evicting.insert(pod.0.clone(), Instant::now());
+                    if let (false, Some(info)) = (recent, snap.pods.get(pod.as_str())) {
+                        st.evicting.insert(pod.0.to_string(), Instant::now());
                         victims.push((info.namespace.clone(), info.name.clone(), v.gang.clone()));
                     }
                 }

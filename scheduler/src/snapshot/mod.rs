@@ -180,7 +180,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
                 info.bound += 1;
             }
             let placed = PlacedPod {
-                id: PodId(uid),
+                id: PodId::new(uid),
                 gang: gref.key.clone(),
                 node: node.clone(),
                 // Bound already: what it holds is the API server's business; uncountable
@@ -216,7 +216,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
         if let Some(a) = assumed.get(&uid) {
             info.bound += 1;
             let placed = PlacedPod {
-                id: PodId(uid),
+                id: PodId::new(uid),
                 gang: a.gang.clone(),
                 node: a.node.clone(),
                 resources: a.resources,
@@ -243,7 +243,7 @@ pub fn build(cache: &Cache, planning: &Planning, now: u64) -> Snapshot {
         {
             info.problem = Some(problem.clone());
         }
-        if let Some(nodes) = planning.excluded.get(&member.request.id.0) {
+        if let Some(nodes) = planning.excluded.get(member.request.id.as_str()) {
             member.request.selector.push(LabelRequirement::NotIn(
                 FIELD_NODE_NAME.to_string(),
                 nodes.clone(),

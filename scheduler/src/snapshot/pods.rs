@@ -30,7 +30,7 @@ pub fn pending_member(cache: &Cache, pod: &Pod, uid: String) -> PendingMember {
             format!("pod {name} cannot be placed: {e}")
         }),
         request: PodRequest {
-            id: PodId(uid),
+            id: PodId::new(uid),
             resources: requests.unwrap_or_default(),
             selector: selector(pod),
             node_terms: super::affinity::node_terms(pod),

@@ -104,7 +104,7 @@ fn place(sim: &mut Sim<'_>, job: usize, assignments: &[Assignment]) -> Result<()
             .0
             .rsplit_once("-p")
             .and_then(|(_, i)| i.parse::<usize>().ok());
-        let node = sim.topo.index.get(&a.node).copied();
+        let node = sim.topo.index.get(&*a.node).copied();
         let (Some(pod), Some(node)) = (pod, node) else {
             return Err(SimError::UnknownGang {
                 policy: sim.policy.clone(),

@@ -43,7 +43,7 @@ pub fn cluster(fill: f64) -> Cluster {
         }
         id += 1;
         c.add_pod(PlacedPod {
-            id: PodId(format!("run-{id}")),
+            id: PodId::new(format!("run-{id}")),
             gang: GangKey::new("running", format!("g{}", id / 4)),
             node,
             resources: Resources::new(1000, 1 << 30, want as u32),

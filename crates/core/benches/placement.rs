@@ -10,6 +10,10 @@ use std::time::Duration;
 
 mod common;
 
+/// The allocator of the binaries that run the core (`muster-scheduler`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::{cluster, pending};
 
 fn benches(c: &mut Criterion) {

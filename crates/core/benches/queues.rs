@@ -13,6 +13,10 @@ use std::hint::black_box;
 
 mod common;
 
+/// The allocator of the binaries that run the core (`muster-scheduler`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::{NODES, Rng, cluster, pending};
 
 const GPUS: i64 = (NODES * 8) as i64;

@@ -5,6 +5,10 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
+/// The allocator of the binaries that run the core (`muster-scheduler`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use muster_core::PlannerConfig;
 use std::hint::black_box;
 

@@ -19,9 +19,9 @@ struct Failed<'g> {
     facts: Box<Shortfall>,
     parts: Vec<Option<Contribution>>,
     seen: usize,
-    /// The last verdict written from `facts` (for how many members), while they hold: long
-    /// queues repeat it many times.
-    said: Option<(u32, WaitReason, String)>,
+    /// The verdicts written from `facts`, by how many members they were for, while the facts
+    /// hold: long queues repeat them many times (gangs of one shape differ only in size).
+    said: Vec<(u32, WaitReason, String)>,
 }
 
 impl Failed<'_> {
@@ -36,7 +36,7 @@ impl Failed<'_> {
             if new == old {
                 continue;
             }
-            self.said = None;
+            self.said.clear();
             let f = &mut self.facts;
             f.fit_now = f.fit_now.saturating_sub(old.fit).saturating_add(new.fit);
             f.reserved_nodes_skipped = (f.reserved_nodes_skipped)
@@ -106,16 +106,14 @@ impl<'g> Classes<'g> {
         f.update(work);
         self.skipped = self.skipped.saturating_add(1);
         let pods = u32::try_from(count).unwrap_or(u32::MAX);
-        if let Some((n, reason, message)) = &f.said
-            && *n == pods
-        {
+        if let Some((_, reason, message)) = f.said.iter().find(|(n, _, _)| *n == pods) {
             return Some((*reason, message.clone()));
         }
         // Every node took fewer than `f.want` members, so as many of `core`'s fit as of
         // theirs: only the number asked for differs.
         f.facts.pods = pods;
         let (reason, message) = explain::shortfall(&f.facts);
-        f.said = Some((pods, reason, message.clone()));
+        f.said.push((pods, reason, message.clone()));
         Some((reason, message))
     }
 
@@ -152,7 +150,7 @@ impl<'g> Classes<'g> {
             facts: Box::new(facts.clone()),
             parts,
             seen: work.changes.len(),
-            said: None,
+            said: Vec::new(),
         });
     }
 

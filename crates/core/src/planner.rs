@@ -189,6 +189,8 @@ impl Cluster {
         let mut classes = crate::equivalence::Classes::default();
         let mut work = Work::new(self, config.index_fits);
         let mut plan = Plan::default();
+        // Most of a long queue waits: one allocation, not a copy of the list at each doubling.
+        plan.waiting.reserve(pending.len());
         let mut evicted: HashSet<GangKey> = HashSet::new();
         let mut reservations = 0;
         // Preemption can only help a gang above the lowest evictable priority, or one that can

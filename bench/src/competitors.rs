@@ -94,19 +94,7 @@ impl clap::ValueEnum for Competitor {
     }
 }
 
-/// The repository root (this crate is `bench/`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-}
+pub use muster_testcluster::repo_root;
 
 /// Where the binaries of the competitors come from, resolved once per benchmark.
 #[derive(Clone, Debug)]
@@ -153,30 +141,11 @@ impl Binaries {
 
 /// `cargo build -p muster-scheduler`: the binary's path.
 fn build_extender(debug: bool) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
+    Ok(muster_testcluster::build_workspace_binary(
         "muster-scheduler",
-        "--bin",
         "muster-scheduler",
-    ]);
-    if !debug {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(repo_root())
-        .status()
-        .context("running cargo build -p muster-scheduler")?;
-    if !status.success() {
-        bail!("cargo build -p muster-scheduler failed ({status})");
-    }
-    let extender = target_dir()
-        .join(if debug { "debug" } else { "release" })
-        .join("muster-scheduler");
-    Ok(extender)
+        !debug,
+    )?)
 }
 
 /// `bash tests/tools/build-bench.sh`: the bin directory it prints (last stdout line).

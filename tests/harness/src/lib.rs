@@ -30,6 +30,7 @@ mod probe;
 mod process;
 mod scheduler;
 mod tools;
+mod workspace;
 
 pub use certs::Pki;
 pub use cluster::{ClusterSpec, TestCluster};
@@ -43,3 +44,4 @@ pub use probe::http_get;
 pub use process::Proc;
 pub use scheduler::SchedulerConfig;
 pub use tools::{TOOLS_BIN_ENV, bin_dir, build_script, stages_file, tool};
+pub use workspace::{build_workspace_binary, repo_root, target_dir};

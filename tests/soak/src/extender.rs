@@ -14,34 +14,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::Shared;
 
-/// The workspace root (tests/soak/../..).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use muster_testcluster::repo_root;
 
 /// `cargo build -p muster-scheduler` (debug) and the binary's path.
 pub fn build_extender() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "muster-scheduler",
-            "--bin",
-            "muster-scheduler",
-        ])
-        .current_dir(repo_root())
-        .status()
-        .with_context(|| format!("running {cargo} build -p muster-scheduler"))?;
-    anyhow::ensure!(
-        status.success(),
-        "cargo build -p muster-scheduler failed ({status})"
-    );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    Ok(target.join("debug/muster-scheduler"))
+    Ok(muster_testcluster::build_workspace_binary(
+        "muster-scheduler",
+        "muster-scheduler",
+        false,
+    )?)
 }
 
 /// One extender process at a time, on fixed ports, its output appended to one log.

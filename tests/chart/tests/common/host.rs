@@ -1,7 +1,6 @@
 //! Host processes for the tests that run the chart's configuration on the harness cluster:
 //! building `muster-scheduler`, free loopback ports, and children that die with the test.
 
-use super::repo_root;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -35,23 +34,8 @@ impl HostProcess {
 
 /// `cargo build -p muster-scheduler` from the working tree; the debug binary's path.
 pub fn muster_scheduler_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "muster-scheduler",
-            "--bin",
-            "muster-scheduler",
-        ])
-        .current_dir(repo_root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building muster-scheduler failed");
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"))
-        .join("debug/muster-scheduler")
+    muster_testcluster::build_workspace_binary("muster-scheduler", "muster-scheduler", false)
+        .expect("building muster-scheduler")
 }
 
 pub fn free_port() -> u16 {

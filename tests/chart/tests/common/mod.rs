@@ -12,14 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The repository root (two levels above this crate).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("repository root")
-        .to_path_buf()
-}
+pub use muster_testcluster::repo_root;
 
 pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/muster")

@@ -3,23 +3,18 @@
 //! installing Muster's CRDs from the chart.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Bound for waits ("soon"), not a performance assertion.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use muster_testcluster::repo_root;
 
 /// `target/debug`, where `cargo build` puts binaries and cdylibs.
 fn target_debug() -> PathBuf {
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"))
-        .join("debug")
+    muster_testcluster::target_dir().join("debug")
 }
 
 /// Builds (a no-op when fresh) the agent and the fake NVML; returns (agent, fake library).

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use muster_testcluster::{ClusterSpec, NodeSpec, TestCluster};
 use serde_json::json;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,22 +28,12 @@ pub const FOLLOW_KUBE_SCHED: &[&str] = &[
     "kube-sched",
 ];
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use muster_testcluster::repo_root;
 
 /// Builds (if needed) and returns a workspace binary.
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    target.join("debug").join(bin)
+    muster_testcluster::build_workspace_binary(package, bin, false)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The extender process; killed on drop (and with the test process, via PDEATHSIG).

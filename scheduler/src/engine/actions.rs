@@ -201,8 +201,8 @@ fn outcome<T>(
     }
 }
 
-/// Writes Muster's reason into gated members' `PodScheduled` condition (reason
-/// `SchedulingGated`, as the API server set it; see `gate::explain_gated`). Best effort.
+/// Writes Muster's reason (`message`, whole) into gated members' `PodScheduled` condition
+/// (reason `SchedulingGated`, as the API server set it; see `gate::explain_gated`). Best effort.
 pub(super) async fn explain_gated(client: Client, pods: Vec<(String, String, String)>) {
     let writes = pods.into_iter().map(|(ns, name, message)| {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -211,7 +211,7 @@ pub(super) async fn explain_gated(client: Client, pods: Vec<(String, String, Str
                 "type": "PodScheduled",
                 "status": "False",
                 "reason": "SchedulingGated",
-                "message": format!("held by Muster until its gang can be placed whole: {message}"),
+                "message": message,
             }]}});
             if let Err(e) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))

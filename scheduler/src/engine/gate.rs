@@ -7,6 +7,30 @@ use super::{Engine, State, actions};
 use crate::snapshot;
 use std::time::{Duration, Instant};
 
+/// Why a gang's gated members wait.
+pub(super) enum GatedReason<'a> {
+    /// The gang waits: its verdict (or why it cannot be planned).
+    Gang(&'a str),
+    /// The gang's minimum (this many) is placed; no node has room for these members beyond it
+    /// (the core places them one by one whenever there is room, and gives no verdict for the
+    /// rest).
+    BeyondMinimum(u32),
+}
+
+impl GatedReason<'_> {
+    fn message(&self) -> String {
+        match self {
+            GatedReason::Gang(verdict) => {
+                format!("held by Muster until its gang can be placed whole: {verdict}")
+            }
+            GatedReason::BeyondMinimum(min) => format!(
+                "held by Muster: beyond the gang's minimum of {min}, which is placed; bound \
+                 once a node has room for it"
+            ),
+        }
+    }
+}
+
 /// A planned member still gated this long after its gate was removed is released again (the
 /// write failed, or the watch has not caught up yet).
 const GATE_RETRY: Duration = Duration::from_secs(5);
@@ -77,14 +101,19 @@ impl Engine {
         tokio::spawn(actions::explain_gated(self.client.clone(), writes));
     }
 
-    /// The gated members of waiting gangs, with their gang's verdict (see `explain_gated`).
+    /// The gated members of gangs that wait, with what their condition should say (see
+    /// `explain_gated`); members a plan holds are being released, not waiting.
     pub(super) fn gated_waits<'a>(
         &self,
-        verdicts: impl Iterator<Item = (&'a muster_core::GangKey, &'a str)>,
+        st: &State,
+        reasons: impl Iterator<Item = (&'a muster_core::GangKey, GatedReason<'a>)>,
     ) -> Vec<GatedWait> {
         let mut out = Vec::new();
         let now = super::now_secs();
-        for (gang, message) in verdicts {
+        for (gang, reason) in reasons {
+            // Written once per gang, and only for gangs with a member to explain.
+            let mut message = None;
+            let planned = st.plans.get(gang).map(|p| &p.pods);
             for r in self.cache.gangs.members(gang) {
                 let Some(p) = self.cache.pods.get(&r) else {
                     continue;
@@ -101,11 +130,14 @@ impl Engine {
                 ) else {
                     continue;
                 };
+                if planned.is_some_and(|pods| pods.contains_key(&uid)) {
+                    continue;
+                }
                 out.push(GatedWait {
                     uid,
                     namespace,
                     name,
-                    message: message.to_string(),
+                    message: message.get_or_insert_with(|| reason.message()).clone(),
                 });
             }
         }

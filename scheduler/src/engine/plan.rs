@@ -3,11 +3,12 @@
 //! are placed on between rounds (see `fast`).
 
 use super::adopt::{Names, nominations_pay};
+use super::gate::GatedReason;
 use super::{Answer, Base, Engine, State, now_secs, queues, status};
 use crate::queues::QueueBuild;
 use crate::snapshot::{self, Assumed, Planning, Snapshot};
 use muster_core::{Gang, GangKey, WaitReason};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,16 +172,28 @@ impl Engine {
         }
         // Gangs that wait, and gangs that cannot be planned (a missing PodGroup, a bad
         // annotation): their gated members say why.
-        let gated = self.gated_waits(
-            plan.waiting
-                .iter()
-                .map(|w| (&w.gang, w.message.as_str()))
-                .chain(
-                    snap.gangs
-                        .iter()
-                        .filter_map(|(k, info)| Some((k, info.problem.as_deref()?))),
-                ),
-        );
+        // Gangs with their minimum whose other members find no room: those say so.
+        let decided: HashSet<&GangKey> = (plan.waiting.iter().map(|w| &w.gang))
+            .chain(plan.preemptions.iter().map(|p| &p.gang))
+            .collect();
+        let beyond_minimum = snap
+            .pending
+            .iter()
+            .filter(|g| {
+                let problem = snap.gangs.get(&g.key).is_some_and(|i| i.problem.is_some());
+                !decided.contains(&g.key) && !problem
+            })
+            .map(|g| (&g.key, GatedReason::BeyondMinimum(g.min_member)));
+        let gated =
+            self.gated_waits(
+                st,
+                (plan.waiting.iter())
+                    .map(|w| (&w.gang, GatedReason::Gang(&w.message)))
+                    .chain(snap.gangs.iter().filter_map(|(k, info)| {
+                        Some((k, GatedReason::Gang(info.problem.as_deref()?)))
+                    }))
+                    .chain(beyond_minimum),
+            );
         self.explain_gated(st, gated);
         for (gang, info) in &snap.gangs {
             if let Some(problem) = &info.problem {

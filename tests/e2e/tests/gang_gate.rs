@@ -158,3 +158,44 @@ async fn a_restarted_scheduler_releases_gangs_created_while_it_was_down() {
     })
     .await;
 }
+
+/// A gang with more members than its minimum and room for the minimum only: the minimum binds,
+/// the member beyond it stays gated saying so (kube-scheduler never attempts it, so nothing
+/// else would), and takes the room a member leaves behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_beyond_the_minimum_without_room_says_why_then_takes_freed_room() {
+    let (cluster, _ext) = muster_cluster(&[NodeSpec::fixture("dgx-a100", 2)], &[]).await;
+    let client = cluster.client();
+    namespace(&client, "gate").await;
+    create_pods(
+        &client,
+        "gate",
+        gang("ex", 3, 8, Gang::Annotation("ex", "2"), None),
+    )
+    .await;
+    let pods = wait_pods(&client, "gate", "ex-", "the extra member explained", |p| {
+        bound_count(p) == 2
+            && p.iter().any(|p| {
+                gated(p)
+                    && scheduled_condition(p).is_some_and(|(r, m)| {
+                        r == "SchedulingGated" && m.contains("beyond the gang's minimum of 2")
+                    })
+            })
+    })
+    .await;
+    let bound = pods
+        .iter()
+        .find(|p| node_of(p).is_some())
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap();
+    let api: Api<Pod> = Api::namespaced(client.clone(), "gate");
+    api.delete(&bound, &Default::default()).await.unwrap();
+    wait_pods(
+        &client,
+        "gate",
+        "ex-",
+        "the extra member bound in the freed room",
+        |p| p.len() == 2 && bound_count(p) == 2 && p.iter().all(|p| !gated(p)),
+    )
+    .await;
+}

@@ -43,10 +43,13 @@ impl PodSignals {
             // A relist is a change like any other: the next round plans from all of it.
             _ => return,
         }
-        self.signalled.notify_waiters();
+        // A permit, not a wake-up of current waiters only: the one waiter (the background loop)
+        // is often busy when the next member arrives, and must not miss it.
+        self.signalled.notify_one();
     }
 
-    /// Resolves at the next gated arrival or freed capacity.
+    /// Resolves at the next gated arrival or freed capacity, or at once if one came since the
+    /// last call (one waiter: the background loop).
     pub async fn signalled(&self) {
         self.signalled.notified().await;
     }
@@ -133,5 +136,17 @@ mod tests {
         let taken = s.take_gated_arrivals();
         assert_eq!(taken, vec![GangKey::new("ns", "g")]);
         assert!(s.take_gated_arrivals().is_empty(), "taken once");
+    }
+
+    /// The background loop is often busy (placing the arrivals it was woken for) when the
+    /// next member arrives: that arrival must still wake its next wait, or a gang completed
+    /// in that gap waits out the whole spacing (seen in the preemption benchmark: the
+    /// high-priority gang's round came 0.34 s after it arrived instead of ~0.1 s).
+    #[tokio::test]
+    async fn a_signal_raised_while_nobody_waits_wakes_the_next_wait() {
+        let s = PodSignals::default();
+        s.observe(&watcher::Event::Apply(pod("a", None, "Pending", true)));
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(1), s.signalled()).await;
+        assert!(woke.is_ok(), "the arrival's signal was lost");
     }
 }

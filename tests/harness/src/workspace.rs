@@ -4,9 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace's root directory.
+/// The workspace's root directory (this crate is `tests/harness`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| harness.join("../.."), Path::to_path_buf)
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the workspace).

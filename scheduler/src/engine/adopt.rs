@@ -60,6 +60,11 @@ impl Engine {
             );
         }
         let (mut touch, mut nominate, mut withheld) = (Vec::new(), Vec::new(), 0);
+        // A single pod (no gang, or a gang of one) is never nominated: kube-scheduler binds it
+        // on its own, the extender's filter naming the planned node, and a nomination is one
+        // more pod status write each (1,000-node throughput, Muster alone side by side: single
+        // pods 153 / 126 pods/s nominating, 204 / 164 without).
+        let nominations = self.config.nominate && gang.min_member > 1;
         let mut ungate = Vec::new();
         for (uid, slot) in &pods {
             st.pod_plan.insert(uid.clone(), placement.gang.clone());
@@ -81,9 +86,9 @@ impl Engine {
             // `|` not `||`: the pod is forgotten as rejected either way.
             if st.rejected.remove(uid) | cached.as_deref().is_some_and(super::tried_by_scheduler) {
                 touch.push(target);
-            } else if self.config.nominate && st.nominate_now {
+            } else if nominations && st.nominate_now {
                 nominate.push(target);
-            } else if self.config.nominate {
+            } else if nominations {
                 withheld += 1;
             }
         }

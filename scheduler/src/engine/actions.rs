@@ -203,9 +203,10 @@ fn outcome<T>(
 
 /// Writes Muster's reason (`message`, whole) into gated members' `PodScheduled` condition
 /// (reason `SchedulingGated`, as the API server set it; see `gate::explain_gated`). Best effort.
-pub(super) async fn explain_gated(client: Client, pods: Vec<(String, String, String)>) {
-    let writes = pods.into_iter().map(|(ns, name, message)| {
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+pub(super) async fn explain_gated(client: Client, pods: Vec<super::explanations::GatedWait>) {
+    let writes = pods.into_iter().map(|w| {
+        let (name, message) = (w.name, w.message);
+        let api: Api<Pod> = Api::namespaced(client.clone(), &w.namespace);
         async move {
             let patch = serde_json::json!({"status": {"conditions": [{
                 "type": "PodScheduled",

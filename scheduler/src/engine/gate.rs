@@ -94,10 +94,6 @@ impl Engine {
         if writes.is_empty() || !self.config.report {
             return;
         }
-        let writes = writes
-            .into_iter()
-            .map(|w| (w.namespace, w.name, w.message))
-            .collect();
         tokio::spawn(actions::explain_gated(self.client.clone(), writes));
     }
 

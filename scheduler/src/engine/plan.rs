@@ -171,17 +171,22 @@ impl Engine {
             }
         }
         // Gangs that wait, and gangs that cannot be planned (a missing PodGroup, a bad
-        // annotation): their gated members say why.
-        // Gangs with their minimum whose other members find no room: those say so.
+        // annotation): their gated members say why. So do members beyond a gang's minimum that
+        // found no room: only gangs this round did not place whole have any (their members are
+        // not walked every round).
         let decided: HashSet<&GangKey> = (plan.waiting.iter().map(|w| &w.gang))
             .chain(plan.preemptions.iter().map(|p| &p.gang))
+            .collect();
+        let placed: HashMap<&GangKey, usize> = (plan.placements.iter())
+            .map(|p| (&p.gang, p.assignments.len()))
             .collect();
         let beyond_minimum = snap
             .pending
             .iter()
             .filter(|g| {
                 let problem = snap.gangs.get(&g.key).is_some_and(|i| i.problem.is_some());
-                !decided.contains(&g.key) && !problem
+                let whole = placed.get(&g.key).is_some_and(|&n| n >= g.pending.len());
+                !decided.contains(&g.key) && !problem && !whole
             })
             .map(|g| (&g.key, GatedReason::BeyondMinimum(g.min_member)));
         let gated =
